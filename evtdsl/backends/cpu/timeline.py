@@ -1,0 +1,22 @@
+"""A Gantt chart of a simulated run: one row per worker, one bar per task, coloured by launch."""
+from __future__ import annotations
+
+from .simulator import Span
+
+
+def plot_timeline(spans: list[Span], workers: int, ax=None):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 0.4 * workers + 1.2))
+    launches = list(dict.fromkeys(s.launch for s in spans))
+    colors = plt.get_cmap("tab10")
+    for s in spans:
+        c = colors(launches.index(s.launch) % 10)
+        ax.broken_barh([(s.start, s.end - s.start)], (s.worker - 0.4, 0.8), facecolors=c, edgecolor="white")
+    ax.set_yticks(range(workers), [f"worker {w}" for w in range(workers)])
+    ax.invert_yaxis()
+    ax.set_xlabel("simulated time (tile ops)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(launches))]
+    ax.legend(handles, launches, loc="upper right", fontsize="small")
+    return ax

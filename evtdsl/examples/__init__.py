@@ -1,0 +1,1 @@
+"""Example megakernels, used by ``evtdsl demo``, the tests and the tutorials."""

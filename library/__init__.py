@@ -1,0 +1,1 @@
+"""evtdsl's standard library, written in the DSL (imported as ``evtdsl.library``)."""
