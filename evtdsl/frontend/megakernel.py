@@ -7,8 +7,8 @@ or lambdas) are evaluated on symbolic coordinates. Python loops in the body unro
 from __future__ import annotations
 
 import inspect
+import linecache
 import re
-import sys
 from typing import Any, Callable, Sequence
 
 from .. import dtypes as dt
@@ -123,7 +123,7 @@ class EventTensor:
             self.shape = tuple(D.as_expr(s) for s in shape)
         except TypeError as e:
             raise TypeMismatchError(f"event tensor shape: {e}", self.loc) from None
-        self.name = trace.unique(name or f"E{len(trace.events)}", trace.event_names)
+        self.name = trace.unique(name or _assigned_name(self.loc) or f"E{len(trace.events)}", trace.event_names)
         if callable(wait_count):
             n = len(inspect.signature(wait_count).parameters)
             if n != len(self.shape):
@@ -138,7 +138,6 @@ class EventTensor:
                 self.wait_count = D.as_expr(wait_count)
             except TypeError as e:
                 raise TypeMismatchError(f"wait_count: {e}", self.loc) from None
-        self.named_by_user = name is not None
         trace.events.append(self)
 
     def __getitem__(self, spec) -> Edge:
@@ -146,6 +145,14 @@ class EventTensor:
 
     def decl(self) -> N.EventDecl:
         return N.EventDecl(self.name, self.shape, self.wait_count, self.count_vars, loc=self.loc)
+
+
+def _assigned_name(loc: SourceLoc | None) -> str | None:
+    """``E`` for a declaration written ``E = evt.EventTensor(...)``."""
+    if loc is None:
+        return None
+    m = re.match(r"\s*([A-Za-z_]\w*)\s*=\s*(?:[\w.]+\.)?EventTensor\(", linecache.getline(loc.file, loc.line))
+    return m.group(1) if m else None
 
 
 class _Trace:
@@ -386,49 +393,16 @@ def _trace(fn) -> N.Program:
     trace = _Trace({p.name: p for p in params})
     trace.event_names.update(p.name for p in params)
     _TRACE.append(trace)
-    frame_locals: dict[str, Any] = {}
-
-    def profiler(frame, event, arg):
-        if event == "return" and frame.f_code is fn.__code__:
-            frame_locals.update(frame.f_locals)
-
-    old = sys.getprofile()
-    sys.setprofile(profiler)
     try:
         fn(*proxies)
     finally:
-        sys.setprofile(old)
         _TRACE.pop()
-    _name_events(trace, frame_locals)
     return N.Program(fn.__name__, tuple(params), tuple(dims), tuple(trace.tasks.values()),
                      tuple(e.decl() for e in trace.events), tuple(trace.launches), loc=loc)
 
 
-def _name_events(trace: _Trace, frame_locals: dict[str, Any]):
-    """Events take the names of the local variables that hold them, where the user gave none."""
-    renames = {}
-    taken = {e.name for e in trace.events if e.named_by_user} | set(trace.params)
-    for var, val in frame_locals.items():
-        if isinstance(val, EventTensor) and not val.named_by_user and val.name not in renames:
-            new = _Trace.unique(var, taken)
-            renames[val.name] = new
-    for e in trace.events:
-        if e.name in renames:
-            e.name = renames[e.name]
-    if not renames:
-        return
-    for i, L in enumerate(trace.launches):
-        fix = lambda ms: tuple(N.EdgeMap(renames.get(m.event, m.event), m.vars, m.index, m.loc, m.source)  # noqa: E731
-                               for m in ms)
-        L.waits, L.notifies = fix(L.waits), fix(L.notifies)
-
-
+@user_facing
 def megakernel(fn: Callable) -> Megakernel:
     """Compose tasks into one persistent kernel. The body calls tasks with their tensor arguments and
     ``wait=`` / ``notify=`` edges on EventTensors."""
-    return _megakernel(fn)
-
-
-@user_facing
-def _megakernel(fn):
     return Megakernel(fn)
