@@ -125,11 +125,10 @@ class EventTensor:
             raise TypeMismatchError(f"event tensor shape: {e}", self.loc) from None
         self.name = trace.unique(name or _assigned_name(self.loc) or f"E{len(trace.events)}", trace.event_names)
         if callable(wait_count):
-            n = len(inspect.signature(wait_count).parameters)
-            if n != len(self.shape):
-                raise EdgeMapError(f"the wait_count lambda takes {n} index(es) but the event tensor is "
+            vars_ = tuple(inspect.signature(wait_count).parameters)
+            if len(vars_) != len(self.shape):
+                raise EdgeMapError(f"the wait_count lambda takes {len(vars_)} index(es) but the event tensor is "
                                    f"{len(self.shape)}-d", self.loc)
-            vars_ = tuple(f"{self.name}_{k}" for k in range(n))
             self.count_vars = vars_
             self.wait_count = D.as_expr(wait_count(*(D.Sym(v) for v in vars_)))
         else:
