@@ -18,7 +18,7 @@ from ..errors import (ArgumentError, EdgeMapError, EvtError, SourceLoc, TypeMism
 from ..ir import dims as D
 from ..ir import nodes as N
 from ..ir.types import ScalarType, TensorType
-from .task_parser import parse_task
+from .task_parser import annotations_of, parse_task
 
 _TRACE: list["_Trace"] = []
 
@@ -363,7 +363,7 @@ class Megakernel:
 
 def _trace(fn) -> N.Program:
     loc = SourceLoc(inspect.getsourcefile(fn) or "<unknown>", fn.__code__.co_firstlineno, 0)
-    annotations = inspect.get_annotations(fn, eval_str=True)
+    annotations = annotations_of(fn)
     sig = inspect.signature(fn)
     params: list[N.Param] = []
     proxies: list[Any] = []

@@ -94,7 +94,7 @@ class _Builder:
         if len(args.args) < rank:
             self.type_error(fdef, f"a task with a {rank}-d grid takes {rank} coordinate parameters first, "
                                   f"got {len(args.args)} parameters")
-        annotations = inspect.get_annotations(self.fn, eval_str=True)
+        annotations = annotations_of(self.fn)
         coords = []
         for a in args.args[:rank]:
             ann = annotations.get(a.arg)
@@ -698,6 +698,26 @@ _CALLS = {
     builtins.float: lambda self, node: self.call_builtin_conv(node, dt.f32),
     builtins.int: lambda self, node: self.call_builtin_conv(node, dt.i32),
 }
+
+
+def annotations_of(fn) -> dict[str, Any]:
+    """The function's annotations, evaluated where they are strings (``from __future__ import annotations``)
+    with its globals and closure variables in scope."""
+    closure = {}
+    if fn.__closure__:
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
+            try:
+                closure[name] = cell.cell_contents
+            except ValueError:
+                pass
+    try:
+        return inspect.get_annotations(fn, locals=closure, eval_str=True)
+    except NameError as e:
+        loc = SourceLoc(fn.__code__.co_filename, fn.__code__.co_firstlineno, 0)
+        raise TypeMismatchError(
+            f"cannot evaluate the annotations of {fn.__name__}: {e}. Under `from __future__ import annotations` "
+            f"they are strings, and names local to an enclosing function are not visible to them; drop that "
+            f"import in this module", loc) from None
 
 
 def parse_task(fn, grid: tuple) -> N.TaskDef:

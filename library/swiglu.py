@@ -1,0 +1,148 @@
+"""The SwiGLU MLP of Llama-style models, deep-fused (after DeepFusionKernel): ``y = (silu(x Wg^T) * (x Wu^T)) Wd^T``.
+
+Weights: the merged ``w_gate_up [2N, K]`` (gate rows first, as checkpoints merge them) and ``w_down [K, N]``;
+x is ``[M, K]`` with M dynamic. Accumulation is float32; the intermediate ``h`` is rounded to x's dtype,
+as the unfused torch path rounds it. Two strategies, each a megakernel per dtype and tile configuration:
+
+``fused``: task ``ffn(i, j)`` computes the gate/up tile ``j`` for row block ``i``, forms ``h`` on chip and
+multiplies it into its slice of ``w_down``, leaving a partial ``y`` for that ``j`` in a float32 workspace;
+``R[i]`` counts the ``cdiv(N, BN)`` partials; ``reduce(i, c)`` waits on it and sums them. Bytes moved for
+``M <= BM``: the weights once (``3 N K`` elements) plus ``2 * cdiv(N, BN) * M * K * 4`` of workspace.
+
+``two_phase``: task ``gate_up(i, j)`` writes its ``h`` tile (``M x BN``, small enough to stay in L2) and
+notifies the chunk event ``H[i, j // CH]``; task ``down(i, c, q)`` waits only on chunk ``q`` of ``h`` and
+writes a partial ``y`` for chunk ``q``; ``reduce2(i, c)`` sums the ``cdiv(N, BN * CH)`` chunk partials.
+Down tiles start as soon as their chunk of h is done. Bytes moved: the weights once, ``h`` written once
+and read ``cdiv(K, BC)`` times from L2, plus ``2 * n_chunks * M * K * 4`` of workspace.
+"""
+from dataclasses import dataclass
+
+import evtdsl as evt
+
+M, K, N, N2, NJ, NQ = (evt.dim(n) for n in ("M", "K", "N", "N2", "NJ", "NQ"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A tile configuration: rows per task ``bm``, intermediate columns per task ``bn``, hidden columns per
+    reduction task ``bc``, and for two_phase the ``chunk`` of gate/up tiles per event."""
+
+    strategy: str
+    bm: int = 16
+    bn: int = 64
+    bk: int = 64
+    bc: int = 256
+    chunk: int = 8
+
+    @property
+    def name(self) -> str:
+        extra = f"_ch{self.chunk}" if self.strategy == "two_phase" else ""
+        return f"{self.strategy}_bm{self.bm}_bn{self.bn}_bk{self.bk}_bc{self.bc}{extra}"
+
+
+def _reduce(cfg: Config, dtype, P):
+    """Sum the ``P`` float32 partials of a (BM, BC) tile of y and add the residual ``res``."""
+    BM, BC = cfg.bm, cfg.bc
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(K, BC)))
+    def reduce(i, c, ws: evt.Tensor[P, M, K, evt.f32], res: evt.Tensor[M, K, dtype], y: evt.Tensor[M, K, dtype]):
+        acc = evt.load(res, (i * BM, c * BC), (BM, BC)).to(evt.f32)
+        for p in range(P):
+            acc += evt.load(ws, (p, i * BM, c * BC), (BM, BC))
+        evt.store(y, (i * BM, c * BC), acc)
+
+    return reduce
+
+
+def _fused(cfg: Config, dtype):
+    BM, BN, BK, BC = cfg.bm, cfg.bn, cfg.bk, cfg.bc
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(N, BN)))
+    def ffn(i, j, x: evt.Tensor[M, K, dtype], w_gu: evt.Tensor[N2, K, dtype], w_d: evt.Tensor[K, N, dtype],
+            ws: evt.Tensor[NJ, M, K, evt.f32]):
+        g = evt.zeros((BM, BN), evt.f32)
+        u = evt.zeros((BM, BN), evt.f32)
+        for k in range(0, K, BK):
+            xt = evt.load(x, (i * BM, k), (BM, BK))
+            g += evt.dot(xt, evt.load(w_gu, (j * BN, k), (BN, BK)).T)
+            u += evt.dot(xt, evt.load(w_gu, (N + j * BN, k), (BN, BK)).T)
+        h = (evt.silu(g.to(dtype)) * u.to(dtype)).to(dtype)
+        for c in range(0, K, BK):
+            evt.store(ws, (j, i * BM, c), evt.dot(h, evt.load(w_d, (c, j * BN), (BK, BN)).T))
+
+    reduce = _reduce(cfg, dtype, NJ)
+
+    @evt.megakernel
+    def swiglu_fused(x: evt.Tensor[M, K, dtype], w_gu: evt.Tensor[2 * N, K, dtype], w_d: evt.Tensor[K, N, dtype],
+                     ws: evt.Tensor[evt.cdiv(N, BN), M, K, evt.f32], res: evt.Tensor[M, K, dtype],
+                     y: evt.Tensor[M, K, dtype]):
+        R = evt.EventTensor((evt.cdiv(M, BM),), wait_count=evt.cdiv(N, BN))
+        ffn(x, w_gu, w_d, ws, notify=R["ij->i"])
+        reduce(ws, res, y, wait=R["ic->i"])
+
+    return swiglu_fused
+
+
+def _two_phase(cfg: Config, dtype):
+    BM, BN, BK, BC, CH = cfg.bm, cfg.bn, cfg.bk, cfg.bc, cfg.chunk
+    BQ = BN * CH  # intermediate columns per chunk event
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(N, BN)))
+    def gate_up(i, j, x: evt.Tensor[M, K, dtype], w_gu: evt.Tensor[N2, K, dtype], h: evt.Tensor[M, N, dtype]):
+        g = evt.zeros((BM, BN), evt.f32)
+        u = evt.zeros((BM, BN), evt.f32)
+        for k in range(0, K, BK):
+            xt = evt.load(x, (i * BM, k), (BM, BK))
+            g += evt.dot(xt, evt.load(w_gu, (j * BN, k), (BN, BK)).T)
+            u += evt.dot(xt, evt.load(w_gu, (N + j * BN, k), (BN, BK)).T)
+        evt.store(h, (i * BM, j * BN), evt.silu(g.to(dtype)) * u.to(dtype))
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(K, BC), evt.cdiv(N, BQ)))
+    def down(i, c, q, h: evt.Tensor[M, N, dtype], w_d: evt.Tensor[K, N, dtype], ws: evt.Tensor[NQ, M, K, evt.f32]):
+        acc = evt.zeros((BM, BC), evt.f32)
+        for n in range(q * BQ, evt.min(N, q * BQ + BQ), BK):
+            acc += evt.dot(evt.load(h, (i * BM, n), (BM, BK)), evt.load(w_d, (c * BC, n), (BC, BK)).T)
+        evt.store(ws, (q, i * BM, c * BC), acc)
+
+    reduce2 = _reduce(cfg, dtype, NQ)
+
+    @evt.megakernel
+    def swiglu_two_phase(x: evt.Tensor[M, K, dtype], w_gu: evt.Tensor[2 * N, K, dtype],
+                         w_d: evt.Tensor[K, N, dtype], h: evt.Tensor[M, N, dtype],
+                         ws: evt.Tensor[evt.cdiv(N, BQ), M, K, evt.f32], res: evt.Tensor[M, K, dtype],
+                         y: evt.Tensor[M, K, dtype]):
+        # chunk q holds gate/up tiles q*CH ... q*CH + CH - 1; the last chunk may hold fewer
+        H = evt.EventTensor((evt.cdiv(M, BM), evt.cdiv(N, BQ)),
+                            wait_count=lambda i, q: evt.min(CH, evt.cdiv(N, BN) - q * CH))
+        R = evt.EventTensor((evt.cdiv(M, BM), evt.cdiv(K, BC)), wait_count=evt.cdiv(N, BQ))
+        gate_up(x, w_gu, h, notify=H[lambda i, j: (i, j // CH)])
+        down(h, w_d, ws, wait=H["icq->iq"], notify=R["icq->ic"])
+        reduce2(ws, res, y, wait=R["ic->ic"])
+
+    return swiglu_two_phase
+
+
+_BUILT: dict[tuple[Config, str], evt.Megakernel] = {}
+
+
+def megakernel_for(cfg: Config, dtype) -> evt.Megakernel:
+    """The megakernel of one strategy, tile configuration and dtype (bf16 or f16), built once.
+
+    Its arguments are ``(x, w_gate_up, w_down, workspace..., residual, y)``; ``workspace_shapes`` gives
+    the workspaces. A zero residual gives the plain MLP."""
+    if dtype not in (evt.bf16, evt.f16):
+        raise TypeError(f"SwiGLU runs in bf16 or f16, got {dtype}")
+    key = (cfg, dtype.name)
+    if key not in _BUILT:
+        build = {"fused": _fused, "two_phase": _two_phase}.get(cfg.strategy)
+        if build is None:
+            raise ValueError(f"unknown SwiGLU strategy {cfg.strategy!r}; expected 'fused' or 'two_phase'")
+        _BUILT[key] = build(cfg, dtype)
+    return _BUILT[key]
+
+
+def workspace_shapes(cfg: Config, m: int, k: int, n: int) -> list[tuple[tuple[int, ...], str]]:
+    """(shape, dtype name) of each workspace argument, in order: ``f32`` partials, and for two_phase ``h``."""
+    if cfg.strategy == "fused":
+        return [((-(-n // cfg.bn), m, k), "f32")]
+    return [((m, n), "x"), ((-(-n // (cfg.bn * cfg.chunk)), m, k), "f32")]
