@@ -1,0 +1,137 @@
+"""The SwiGLU kernel scheduler: which variant runs, per (GPU, K, N, dtype, M bucket).
+
+Profiles are measured (``tune``) and kept on disk as JSON: the ones shipped in ``library/profiles/`` and the
+user's own under the evtdsl cache folder, which win. A shape with no profile on a GPU runs the plain torch
+path, so an untuned shape is never slower than torch; on the CPU the fused DSL kernel runs (the NumPy
+backend, for tests and debugging).
+"""
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable, Union
+
+from .swiglu import Config
+
+M_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+TORCH = "torch"
+Choice = Union[Config, str]
+
+DEFAULT_CONFIGS = (
+    Config("fused", bm=16, bn=64), Config("fused", bm=16, bn=32), Config("fused", bm=32, bn=64),
+    Config("fused", bm=64, bn=64), Config("two_phase", bm=16, bn=64, chunk=8),
+    Config("two_phase", bm=64, bn=64, chunk=8), Config("two_phase", bm=128, bn=64, chunk=8),
+)
+CPU_DEFAULT = Config("fused", bm=16, bn=64)
+
+_SHIPPED = Path(__file__).resolve().parent / "profiles" / "swiglu.json"
+
+
+def user_profile_path() -> Path:
+    root = os.environ.get("EVTDSL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "evtdsl")
+    return Path(root) / "profiles" / "swiglu.json"
+
+
+def bucket(m: int) -> int:
+    """The smallest tuned M at least ``m`` (the largest bucket beyond that): ``bucket(5) == 8``."""
+    if m < 1:
+        raise ValueError(f"M must be at least 1, got {m}")
+    return next((b for b in M_BUCKETS if b >= m), M_BUCKETS[-1])
+
+
+def key(gpu: str, k: int, n: int, dtype: str, m_bucket: int) -> str:
+    return f"{gpu}|K={k}|N={n}|{dtype}|M={m_bucket}"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())["entries"]
+    except FileNotFoundError:
+        return {}
+
+
+def load_profiles() -> dict:
+    return {**_read(_SHIPPED), **_read(user_profile_path())}
+
+
+def _decode(choice: str) -> Choice:
+    if choice == TORCH:
+        return TORCH
+    fields = dict(kv.split("=") for kv in choice.split(","))
+    return Config(fields.pop("strategy"), **{k: int(v) for k, v in fields.items()})
+
+
+def encode(c: Choice) -> str:
+    if c == TORCH:
+        return TORCH
+    return ",".join(f"{k}={v}" for k, v in asdict(c).items())
+
+
+class Scheduler:
+    """Picks a variant at call time from the profiles (read once; ``reload`` after tuning)."""
+
+    def __init__(self):
+        self.entries = load_profiles()
+
+    def reload(self):
+        self.entries = load_profiles()
+
+    def pick(self, device: str, k: int, n: int, dtype: str, m: int) -> Choice:
+        if device == "cpu":
+            return CPU_DEFAULT
+        # the profile of the nearest tuned bucket at or above m
+        for b in M_BUCKETS[M_BUCKETS.index(bucket(m)):]:
+            entry = self.entries.get(key(device, k, n, dtype, b))
+            if entry:
+                return _decode(entry["choice"])
+        return TORCH
+
+
+def measure(fn: Callable[[], None], sync: Callable[[], None], repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of ``fn`` over ``repeats`` timed calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def tune(gpu: str, k: int, n: int, dtype: str, time_variant: Callable[[Choice, int], float],
+         configs: Iterable[Config] = DEFAULT_CONFIGS, m_buckets: Iterable[int] = M_BUCKETS[:8],
+         progress: bool = True, path: Path | None = None) -> dict:
+    """Time the torch path and every config at every M bucket with ``time_variant(choice, m)`` (seconds;
+    it raises to rule a variant out) and store the fastest per bucket in the user's profile."""
+    from tqdm.auto import tqdm
+
+    configs, m_buckets = list(configs), list(m_buckets)
+    choices: list[Choice] = [TORCH, *configs]
+    results = {}
+    bar = tqdm(total=len(choices) * len(m_buckets), desc=f"tune swiglu K={k} N={n}", disable=not progress)
+    for m in m_buckets:
+        times = {}
+        for c in choices:
+            bar.set_postfix_str(f"M={m} {encode(c) if c != TORCH else TORCH}"[:60])
+            try:
+                times[encode(c)] = time_variant(c, m)
+            except Exception as e:  # noqa: BLE001 - a variant that fails to build or run is skipped
+                times[encode(c)] = None
+                bar.write(f"M={m} {encode(c)}: skipped ({type(e).__name__}: {e})")
+            bar.update()
+        valid = {c: t for c, t in times.items() if t is not None}
+        best = min(valid, key=valid.get)
+        results[key(gpu, k, n, dtype, m)] = {"choice": best, "us": {c: (t * 1e6 if t else None) for c, t in times.items()}}
+    bar.close()
+    path = path or user_profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = {**_read(path), **results}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return results

@@ -1,0 +1,127 @@
+"""The SwiGLU library on the CPU backend: both strategies against a float32 torch reference, the torch
+module's argument checks, the scheduler's profiles, and a patched transformers model."""
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+
+from evtdsl.library import mlp, scheduler, swiglu  # noqa: E402
+
+
+def reference(x, w_gu, w_d, residual=None):
+    g, u = (x.float() @ w_gu.float().T).chunk(2, dim=-1)
+    y = (torch.nn.functional.silu(g) * u) @ w_d.float().T
+    return y if residual is None else y + residual.float()
+
+
+def weights(k, n, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w_gu = (torch.randn(2 * n, k, generator=g) / k**0.5).to(dtype)
+    w_d = (torch.randn(k, n, generator=g) / n**0.5).to(dtype)
+    return w_gu, w_d
+
+
+def rel(a, b):
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm())
+
+
+CONFIGS = [swiglu.Config("fused", bm=16, bn=64), swiglu.Config("two_phase", bm=16, bn=64, chunk=2),
+           swiglu.Config("fused", bm=32, bn=32, bc=64)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("m", [1, 2, 3, 7, 16, 33, 64, 128])
+def test_variants_match_torch(cfg, m):
+    k, n = 128, 320
+    w_gu, w_d = weights(k, n, seed=m)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(100 + m)).to(torch.bfloat16)
+    res = torch.randn(m, k, generator=torch.Generator().manual_seed(200 + m)).to(torch.bfloat16)
+    y = mlp.run_variant(cfg, x, w_gu, w_d, res, workers=4, schedule="dynamic", seed=m)
+    assert rel(y, reference(x, w_gu, w_d, res)) < 1e-2
+
+
+@settings(max_examples=10, deadline=None)
+@given(m=st.integers(1, 40), k=st.sampled_from([64, 128, 192]), n=st.sampled_from([64, 128, 256, 384]),
+       strategy=st.sampled_from(["fused", "two_phase"]), dtype=st.sampled_from(["bf16", "f16"]),
+       seed=st.integers(0, 1000))
+def test_random_shapes(m, k, n, strategy, dtype, seed):
+    tdt = {"bf16": torch.bfloat16, "f16": torch.float16}[dtype]
+    cfg = swiglu.Config(strategy, chunk=3)
+    w_gu, w_d = weights(k, n, tdt, seed)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(seed)).to(tdt)
+    y = mlp.run_variant(cfg, x, w_gu, w_d, torch.zeros_like(x), workers=3, seed=seed)
+    assert rel(y, reference(x, w_gu, w_d)) < 1e-2
+
+
+def test_module_from_linear_and_residual():
+    k, n = 64, 192
+    lin = [torch.nn.Linear(k, n, bias=False), torch.nn.Linear(k, n, bias=False), torch.nn.Linear(n, k, bias=False)]
+    for layer in lin:
+        layer.to(torch.bfloat16)
+    mod = mlp.FusedSwiGLU.from_linear(*lin)
+    x = torch.randn(2, 3, k).to(torch.bfloat16)
+    r = torch.randn(2, 3, k).to(torch.bfloat16)
+    y = mod(x, residual=r)
+    g, u, d = (layer.weight.float() for layer in lin)
+    ref = (torch.nn.functional.silu(x.float() @ g.T) * (x.float() @ u.T)) @ d.T + r.float()
+    assert y.shape == x.shape and rel(y, ref) < 1e-2
+
+
+def test_module_argument_errors():
+    w_gu, w_d = weights(128, 192)
+    with pytest.raises(ValueError, match="hidden size K must be a multiple of 64, got 100"):
+        mlp.FusedSwiGLU(torch.zeros(384, 100, dtype=torch.bfloat16), torch.zeros(100, 192, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match=r"w_down: expected shape \[K, N\] = \[128, 192\]"):
+        mlp.FusedSwiGLU(w_gu, w_d.T.contiguous())
+    with pytest.raises(TypeError, match="weights must both be bf16 or f16"):
+        mlp.FusedSwiGLU(w_gu.float(), w_d.float())
+    mod = mlp.FusedSwiGLU(w_gu, w_d)
+    with pytest.raises(ValueError, match="x: expected last dimension 128"):
+        mod(torch.zeros(3, 64, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match="x: expected torch.bfloat16"):
+        mod(torch.zeros(3, 128))
+
+
+def test_scheduler_profiles(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVTDSL_CACHE_DIR", str(tmp_path))
+    assert scheduler.bucket(1) == 1 and scheduler.bucket(5) == 8 and scheduler.bucket(10_000) == 512
+    s = scheduler.Scheduler()
+    assert s.pick("Some GPU", 4096, 14336, "bf16", 3) == scheduler.TORCH  # untuned: never slower than torch
+    assert s.pick("cpu", 4096, 14336, "bf16", 3) == scheduler.CPU_DEFAULT
+
+    fast = swiglu.Config("two_phase", bm=64, bn=64, chunk=8)
+
+    def time_variant(choice, m):  # a stand-in timer: the DSL variant wins below M=16, torch above
+        if choice == scheduler.TORCH:
+            return 10.0
+        return 5.0 if choice == fast and m < 16 else 20.0
+
+    scheduler.tune("Some GPU", 4096, 14336, "bf16", time_variant, m_buckets=[1, 8, 32], progress=False)
+    s.reload()
+    assert s.pick("Some GPU", 4096, 14336, "bf16", 3) == fast
+    assert s.pick("Some GPU", 4096, 14336, "bf16", 20) == scheduler.TORCH
+    saved = json.loads(scheduler.user_profile_path().read_text())["entries"]
+    assert saved[scheduler.key("Some GPU", 4096, 14336, "bf16", 8)]["us"]["torch"] == pytest.approx(10e6)
+
+
+def _tiny_llama():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+
+
+def test_patched_llama_generates_the_same_tokens():
+    model = _tiny_llama()
+    prompt = torch.randint(0, 96, (1, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.generate(prompt, max_new_tokens=32, do_sample=False)
+        assert mlp.patch_model(model) == 2
+        got = model.generate(prompt, max_new_tokens=32, do_sample=False)
+    assert isinstance(model.model.layers[0].mlp, mlp._PatchedMLP)
+    assert torch.equal(got, expected), (got, expected)
