@@ -33,3 +33,14 @@ def test_symbolic_size_has_no_truth_value():
 @given(st.integers(1, 10_000), st.integers(1, 512))
 def test_cdiv_matches_ceil(m, b):
     assert D.cdiv(M, b).eval({"M": m}) == -(-m // b)
+
+
+def test_printing_keeps_needed_brackets():
+    from evtdsl.ir.parser import parse_program  # noqa: F401  (the text form parses sizes back)
+
+    assert str(M * (K // 64)) == "M * (K // 64)"
+    assert str(M * K // 64) == "M * K // 64"
+    assert str(M + (K + 1)) == "M + (K + 1)"
+    env = {"M": 5, "K": 100}
+    for e in (M * (K // 64), M * K // 64, M - (K - 1), M + (K % 7) * 3):
+        assert eval(str(e).replace("cdiv", "evt.cdiv"), {"M": M, "K": K, "evt": evt}).eval(env) == e.eval(env)

@@ -666,7 +666,13 @@ class _Builder:
     def call_builtin_conv(self, node, d):
         if node.keywords or len(node.args) != 1:
             self.type_error(node, "float()/int() take one value")
-        v = self.expr(node.args[0])
+        arg = node.args[0]
+        if d == dt.f32 and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            try:
+                return Static(float(arg.value))  # float("-inf")
+            except ValueError:
+                self.type_error(arg, f"float({arg.value!r}) is not a number")
+        v = self.expr(arg)
         if isinstance(v, Static) and not isinstance(v.value, D.IntExpr):
             return Static(float(v.value) if d == dt.f32 else int(v.value))
         return self.op("cast", (self.as_ir(v, node),), {"dtype": d}, node)

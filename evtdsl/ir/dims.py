@@ -175,8 +175,8 @@ class BinOp(IntExpr):
     def __str__(self):
         p = self.prec()
         left = str(self.a) if self.a.prec() >= p else f"({self.a})"
-        # right operand binds tighter for the non-associative operators
-        right = str(self.b) if self.b.prec() > p or (self.b.prec() == p and self.op in ("+", "*")) else f"({self.b})"
+        # operators associate to the left: a right operand of the same precedence needs brackets
+        right = str(self.b) if self.b.prec() > p else f"({self.b})"
         return f"{left} {self.op} {right}"
 
     __hash__ = lambda self: hash(("b", self.op, self.a, self.b))  # noqa: E731
