@@ -104,9 +104,9 @@ def show_ir(args) -> int:
 
 
 def build(args) -> int:
-    from .backends.cuda.aot import build_main
+    from .backends.cuda import aot
 
-    return build_main(args)
+    return aot.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ir", help="print the IR of the megakernels in MODULE[:NAME]")
     p.add_argument("target", help="for example evtdsl.examples.rowsum")
     p.set_defaults(func=show_ir)
-    p = sub.add_parser("build", help="compile the megakernels in a module into the cache (no GPU needed)")
-    p.add_argument("module", help="a Python module path, for example evtdsl.examples.rowsum")
-    p.add_argument("--arch", default="sm_90a", help="target architecture (default sm_90a)")
+    p = sub.add_parser("build", help="compile the megakernels of modules into the cache (no GPU needed)")
+    from .backends.cuda.aot import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=build)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -36,8 +36,6 @@ def test_cdiv_matches_ceil(m, b):
 
 
 def test_printing_keeps_needed_brackets():
-    from evtdsl.ir.parser import parse_program  # noqa: F401  (the text form parses sizes back)
-
     assert str(M * (K // 64)) == "M * (K // 64)"
     assert str(M * K // 64) == "M * K // 64"
     assert str(M + (K + 1)) == "M + (K + 1)"
