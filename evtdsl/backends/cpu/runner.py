@@ -111,7 +111,7 @@ def _stored_params(stmts) -> set[str]:
     return out
 
 
-def _index_tensors(program: N.Program) -> set[str]:
+def index_tensors(program: N.Program) -> set[str]:
     names: set[str] = set()
     for ev in program.events:
         names |= ev.wait_count.loads()
@@ -159,7 +159,7 @@ def run_cpu(program: N.Program, args: Sequence[Any], workers: int = 4, schedule:
                 raise ArgumentError(f"argument {p.name}: expected a number, got {scalars[p.name]!r}")
 
     writers = written_tensors(program)
-    for name in _index_tensors(program):
+    for name in index_tensors(program):
         if name in writers:
             raise EdgeMapError(f"{name} is read by an edge map, grid or wait count, so it must be an input; tasks "
                                f"{', '.join(writers[name])} write it", program.loc)

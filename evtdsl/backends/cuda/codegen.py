@@ -1,0 +1,1223 @@
+"""IR Program -> CUDA C++ source of one persistent kernel.
+
+Tile representation. A tile *variable* (and any value that must exist as a whole: a `load` assigned to a
+name, a `dot` operand or result, a reduction result) lives in shared memory, row-major, in a per-task
+stack allocation (a block's variables are freed at its end, a statement's temporaries after it; the
+kernel's dynamic shared memory is the largest peak over tasks). Scalars live in registers and are uniform
+across the CTA. Everything else is *fused*: an elementwise expression (arithmetic, math, casts, where,
+broadcasts, transposes, reshapes, masked global loads) is a C++ expression of the element's coordinates,
+evaluated inside the one CTA-cooperative loop of the statement that consumes it:
+
+    // rowsum.py:22  acc += evt.sum(evt.load(part, (i * BM, k), (BM, 1)), axis=1)
+    evt::reduce_rows<16, 1, 256, ...>(..., [&](int r, int k) { return masked load of part; }, -> tmp);
+    __syncthreads();
+    for (int evt_e = threadIdx.x; evt_e < 16; evt_e += 256) v_acc[evt_e] = v_acc[evt_e] + tmp[evt_e];
+
+Values are rounded to their IR dtype after every op (bf16/f16 math is done in float), exactly like the
+NumPy backend. Barriers are placed by a hazard tracker over shared-memory byte ranges and global tensors.
+16-bit tiles whose rows are a multiple of 128 bytes get padded rows, so ldmatrix reads are conflict-free.
+A `load` in an innermost `for` loop whose offsets depend only on the loop variable and loop-invariant
+scalars is software-pipelined: cp.async copies 2-3 iterations ahead into a ring of shared-memory stages.
+`dot` uses tensor cores (ldmatrix + mma.sync m16n8k16, f32 accumulation) for bf16/f16 tiles of fitting
+shapes and a plain FMA loop otherwise.
+"""
+from __future__ import annotations
+
+import itertools
+import linecache
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ... import dtypes as dt
+from ...dtypes import DType
+from ...errors import EvtError, SourceLoc
+from ...ir import dims as D
+from ...ir import nodes as N
+from ...ir import ops
+from ...ir.types import ScalarType, TensorType, TileType, shape_of
+from ..cpu.runner import written_tensors
+from .layout import MAX_PARAM_BYTES, SCHED_BYTES, SCHED_FIELDS, param_fields, params_nbytes
+
+
+class TileMemoryError(EvtError):
+    """A task's tiles need more shared memory than one block can have."""
+
+
+_CTYPE = {"bf16": "__nv_bfloat16", "f16": "__half", "f32": "float", "f64": "double", "i8": "signed char",
+          "i32": "int", "i64": "long long", "bool": "bool"}
+
+# Largest dynamic shared memory per block, by SM version (bytes).
+_SMEM_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448,
+               100: 232448, 103: 232448, 110: 232448, 120: 101376, 121: 101376}
+# Bytes of cp.async stages one pipelined loop may hold.
+_PIPELINE_BYTES = 96 * 1024
+
+
+def ctype(d: DType) -> str:
+    return _CTYPE[d.name]
+
+
+def compute_ctype(d: DType) -> str:
+    """Where arithmetic on ``d`` happens: float for bf16/f16 (rounded back after each op)."""
+    return "float" if d in (dt.bf16, dt.f16) else ctype(d)
+
+
+def conv(x: str, src: str, dst: str) -> str:
+    return x if src == dst else f"evt::cvt<{dst}>({x})"
+
+
+def literal(value, d: DType) -> str:
+    """An exact C++ literal of ``value`` converted to ``d`` (as NumPy converts it)."""
+    v = np.full((), value, dtype=d.np_dtype) if not isinstance(value, np.ndarray) else value.astype(d.np_dtype)
+    if d == dt.bool_:
+        return "true" if bool(v) else "false"
+    if d.is_int:
+        i = int(v)
+        suffix = "LL" if d == dt.i64 else ""
+        lo = int(np.iinfo(d.np_dtype).min)
+        text = f"({lo + 1}{suffix} - 1)" if i == lo else (f"{i}{suffix}" if i >= 0 else f"({i}{suffix})")
+        return f"(signed char){text}" if d == dt.i8 else text
+    if d in (dt.bf16, dt.f16):
+        bits = int(np.asarray(v).view(np.uint16))
+        return f"evt::{'bf16' if d == dt.bf16 else 'f16'}_bits(0x{bits:04x})"
+    x = float(v)
+    if d == dt.f32:
+        if math.isfinite(x):
+            return f"{x.hex()}f" if math.copysign(1.0, x) > 0 else f"({x.hex()}f)"
+        bits = int(np.asarray(v, dtype=np.float32).view(np.uint32))
+        return f"__int_as_float(0x{bits:08x})"
+    if math.isfinite(x):
+        return x.hex() if math.copysign(1.0, x) > 0 else f"({x.hex()})"
+    bits = int(np.asarray(v, dtype=np.float64).view(np.uint64))
+    return f"__longlong_as_double(0x{bits:016x}ULL)"
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def sanitize(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values, buffers and hazards
+
+
+@dataclass(frozen=True)
+class Region:
+    """Memory a CTA op touches: shared-memory bytes [lo, hi), or a global tensor alias group."""
+
+    kind: str  # "s" or "g"
+    lo: int = 0
+    hi: int = 0
+    name: str = ""
+
+    def overlaps(self, o: "Region") -> bool:
+        if self.kind != o.kind:
+            return False
+        if self.kind == "g":
+            return self.name == o.name
+        return self.lo < o.hi and o.lo < self.hi
+
+
+def smem_strides(shape: tuple[int, ...], d: DType) -> tuple[int, ...]:
+    """Row-major strides of a shared-memory tile. 16-bit tiles of two or more axes whose rows are a multiple
+    of 128 bytes get 16 bytes of padding per row, so that the eight rows an ldmatrix reads (and the rows a
+    warp's vector accesses touch) fall in different banks."""
+    pitch = shape[-1] if shape else 1
+    if len(shape) >= 2 and d.itemsize == 2 and (shape[-1] * 2) % 128 == 0:
+        pitch += 8
+    strides = [1] * len(shape)
+    for k in range(len(shape) - 2, -1, -1):
+        strides[k] = (pitch if k == len(shape) - 2 else strides[k + 1] * shape[k + 1])
+    return tuple(strides)
+
+
+@dataclass
+class Buffer:
+    """A tile in shared memory: ``ptr`` names a C++ pointer; ``strides`` in elements (row-major, rows maybe
+    padded: ``smem_strides``)."""
+
+    ptr: str
+    shape: tuple[int, ...]
+    dtype: DType
+    region: Region
+    strides: tuple[int, ...]
+
+    @property
+    def contiguous(self) -> bool:
+        return self.strides == tuple(math.prod(self.shape[k + 1:]) for k in range(len(self.shape)))
+
+    def flat(self, idx: Sequence[str]) -> str:
+        if isinstance(idx, _Coords) and idx.shape == self.shape and self.contiguous:
+            return idx.flat
+        return _lin(idx, self.strides)
+
+    def at(self, idx: Sequence[str]) -> str:
+        return f"{self.ptr}[{self.flat(idx)}]"
+
+
+@dataclass
+class Val:
+    """A tile or scalar during codegen: ``at(coords)`` is the C++ expression (of C++ type ``ctype``) of the
+    element at those coordinates. ``reads`` is the memory evaluating it reads; ``shifted`` the part of it
+    read at coordinates other than the element's own (which an in-place update must not overwrite)."""
+
+    shape: tuple[int, ...]
+    dtype: DType
+    ctype: str
+    at: Callable[[Sequence[str]], str]
+    reads: tuple[Region, ...] = ()
+    shifted: tuple[Region, ...] = ()
+    buf: Buffer | None = None
+
+    @staticmethod
+    def of_buffer(b: Buffer) -> "Val":
+        return Val(b.shape, b.dtype, ctype(b.dtype), b.at, (b.region,), (), b)
+
+    @staticmethod
+    def scalar(expr: str, d: DType, reads: tuple[Region, ...] = ()) -> "Val":
+        return Val((), d, ctype(d), lambda idx: expr, reads)
+
+
+def _lin(idx: Sequence[str], strides: Sequence[int]) -> str:
+    terms = []
+    for i, s in zip(idx, strides):
+        if i == "0" or s == 0:
+            continue
+        terms.append(i if s == 1 else f"{i} * {s}")
+    return " + ".join(terms) if terms else "0"
+
+
+def _unflatten(e: str, shape: Sequence[int]) -> list[str]:
+    """C++ coordinates of flat row-major index ``e`` in ``shape``."""
+    out = []
+    for k, n in enumerate(shape):
+        stride = math.prod(shape[k + 1:])
+        if n == 1:
+            out.append("0")
+        elif k == 0:
+            out.append(e if stride == 1 else f"({e} / {stride})")
+        elif stride == 1:
+            out.append(f"({e} % {n})")
+        else:
+            out.append(f"(({e} / {stride}) % {n})")
+    return out
+
+
+class _Coords(list):
+    """The coordinates of flat row-major index ``flat`` over ``shape`` (a buffer of that shape reads
+    ``buf[flat]``)."""
+
+    def __init__(self, flat: str, shape: Sequence[int]):
+        super().__init__(_unflatten(flat, shape))
+        self.flat = flat
+        self.shape = tuple(shape)
+
+
+def _bcast(idx: Sequence[str], out: Sequence[int], shape: Sequence[int]) -> Sequence[str]:
+    """Coordinates into an operand of ``shape`` broadcast (NumPy rules) to ``out``."""
+    if tuple(shape) == tuple(out):
+        return idx
+    off = len(out) - len(shape)
+    return ["0" if n == 1 else idx[off + k] for k, n in enumerate(shape)]
+
+
+class Hazards:
+    """Places ``__syncthreads()`` between CTA ops: before an op that reads what an earlier op wrote, or
+    writes what an earlier op read or wrote, since the last barrier."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self.emit = emit
+        self.reads: list[Region] = []
+        self.writes: list[Region] = []
+
+    def op(self, reads: Sequence[Region], writes: Sequence[Region]) -> None:
+        conflict = any(r.overlaps(w) for r in reads for w in self.writes) or any(
+            w.overlaps(o) for w in writes for o in (*self.reads, *self.writes))
+        if conflict:
+            self.barrier()
+        self.reads.extend(reads)
+        self.writes.extend(writes)
+
+    def barrier(self) -> None:
+        self.emit("__syncthreads();")
+        self.reads, self.writes = [], []
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.reads or self.writes)
+
+    def state(self) -> tuple[list[Region], list[Region]]:
+        return list(self.reads), list(self.writes)
+
+    def restore(self, state: tuple[list[Region], list[Region]]) -> None:
+        self.reads, self.writes = list(state[0]), list(state[1])
+
+
+class SmemStack:
+    """Stack allocation of shared memory within one task; ``peak`` is what the task needs."""
+
+    def __init__(self):
+        self.sp = 0
+        self.peak = 0
+        self.peak_loc: SourceLoc | None = None
+
+    def alloc(self, nbytes: int, loc: SourceLoc | None) -> int:
+        off = -(-self.sp // 16) * 16
+        self.sp = off + nbytes
+        if self.sp > self.peak:
+            self.peak, self.peak_loc = self.sp, loc
+        return off
+
+
+# ---------------------------------------------------------------------------------------------
+# IR walks
+
+
+def _expr_nodes(e: N.Expr) -> Iterator[N.Expr]:
+    yield e
+    if isinstance(e, N.Op):
+        for a in e.args:
+            yield from _expr_nodes(a)
+
+
+def _stmt_exprs(s: N.Stmt) -> list[N.Expr]:
+    """The expressions a statement evaluates itself (not those of nested bodies)."""
+    if isinstance(s, (N.Assign, N.Eval)):
+        return [s.value]
+    if isinstance(s, N.For):
+        return [s.start, s.stop, s.step]
+    return [s.cond]
+
+
+def _walk_stmts(stmts: Sequence[N.Stmt]) -> Iterator[N.Stmt]:
+    for s in stmts:
+        yield s
+        if isinstance(s, N.For):
+            yield from _walk_stmts(s.body)
+        elif isinstance(s, N.If):
+            yield from _walk_stmts(s.then)
+            yield from _walk_stmts(s.orelse)
+
+
+def _var_names(e: N.Expr) -> set[str]:
+    return {n.name for n in _expr_nodes(e) if isinstance(n, N.Var)}
+
+
+def _stored_params(stmts: Sequence[N.Stmt]) -> set[str]:
+    return {s.value.args[0].name for s in _walk_stmts(stmts)
+            if isinstance(s, N.Eval) and s.value.name in ("store", "atomic_add")}
+
+
+def _stage_bytes(loads: Sequence[N.Op]) -> int:
+    """Shared memory of one pipeline stage holding a tile of each load."""
+    total = 0
+    for n in loads:
+        shape, d = n.type.shape, n.type.dtype
+        total += -(-shape[0] * smem_strides(shape, d)[0] * d.itemsize // 16) * 16
+    return total
+
+
+_PIPELINE_OFFSET_OPS = {"add", "sub", "mul", "floordiv", "mod", "maximum", "minimum", "neg", "cast"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Source emission
+
+
+class Emitter:
+    """Lines of C++ with indentation; each line remembers the user's statement that produced it."""
+
+    def __init__(self, debug: bool):
+        self.items: list[tuple[str, SourceLoc | None]] = []
+        self.depth = 0
+        self.debug = debug
+        self.locs: list[SourceLoc | None] = []
+
+    def __call__(self, text: str) -> None:
+        self.items.append(("  " * self.depth + text, self.locs[-1] if self.locs else None))
+
+    def mark(self, loc: SourceLoc | None) -> None:
+        """Start the code of a statement: a ``// file.py:LINE  source`` comment, and its lines map to loc
+        until ``unmark``."""
+        if loc is not None:
+            src = linecache.getline(loc.file, loc.line).strip()
+            self(f"// {os.path.basename(loc.file)}:{loc.line}  {src}")
+        self.locs.append(loc if loc is not None else (self.locs[-1] if self.locs else None))
+
+    def unmark(self) -> None:
+        self.locs.pop()
+
+    def open(self, text: str) -> None:
+        self(text + " {")
+        self.depth += 1
+
+    def close(self, text: str = "}") -> None:
+        self.depth -= 1
+        self(text)
+
+    def text(self, filename: str) -> tuple[str, dict[int, SourceLoc]]:
+        """The source, and the user's location of each generated line (1-based). Debug builds put a
+        ``#line`` directive before every line that comes from a user's statement, so that compiler
+        messages and device-side line info name the Python file and line."""
+        out: list[str] = []
+        line_locs: dict[int, SourceLoc] = {}
+        in_user = False
+        for text, loc in self.items:
+            if self.debug:
+                if loc is not None:
+                    out.append(f'#line {loc.line} "{_escape(loc.file)}"')
+                    in_user = True
+                elif in_user:
+                    out.append(f'#line {len(out) + 2} "{filename}"')
+                    in_user = False
+            out.append(text)
+            if loc is not None:
+                line_locs[len(out)] = loc
+        return "\n".join(out) + "\n", line_locs
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+@dataclass
+class _TensorParam:
+    name: str
+    cname: str
+    type: TensorType
+    readonly: bool  # no task writes the tensors bound to it: non-coherent loads are safe
+    group: str  # alias group: params that some launch binds to one megakernel tensor share it
+
+    @property
+    def region(self) -> Region | None:
+        return None if self.readonly else Region("g", name=self.group)
+
+
+class TaskGen:
+    """Emits one ``__device__`` function for a TaskDef."""
+
+    def __init__(self, kg: "KernelGen", task: N.TaskDef, readonly: set[str], groups: dict[str, str]):
+        self.kg = kg
+        self.task = task
+        self.e = kg.emit
+        self.nt = kg.num_threads
+        self.smem = SmemStack()
+        self.haz = Hazards(self.e)
+        self.names = itertools.count()
+        self.scopes: list[dict[str, Val]] = [{}]
+        self.tensors: dict[str, _TensorParam] = {}
+        self.pipelined: dict[int, Buffer] = {}
+        self.written = _stored_params(task.body)
+        self.written_groups = {groups[p] for p in self.written}
+        self.cur_loc: SourceLoc | None = task.loc
+        for p in task.params:
+            if isinstance(p.type, TensorType):
+                self.tensors[p.name] = _TensorParam(p.name, f"v_{p.name}", p.type, p.name in readonly,
+                                                    groups[p.name])
+            else:
+                self.scopes[0][p.name] = Val.scalar(f"v_{p.name}", p.type.dtype)
+        for c in (*task.coords, *task.dims):
+            self.scopes[0][c] = Val.scalar(f"v_{c}", dt.i32)
+
+    def fresh(self, base: str) -> str:
+        return f"evt_{base}{next(self.names)}"
+
+    # -- signature and body ----------------------------------------------------------------------
+    def signature_params(self) -> list[str]:
+        out = ["char* __restrict__ evt_smem", "const int evt_inst", "int* evt_ctl"]
+        out += [f"int v_{c}" for c in self.task.coords]
+        for p in self.task.params:
+            if isinstance(p.type, TensorType):
+                out.append(f"evt::Tensor<{ctype(p.type.dtype)}, {p.type.ndim}> v_{p.name}")
+            else:
+                out.append(f"{ctype(p.type.dtype)} v_{p.name}")
+        out += [f"int v_{d}" for d in self.task.dims]
+        return out
+
+    def generate(self) -> int:
+        """Emit the function; returns its peak shared memory in bytes."""
+        t = self.task
+        self.e.mark(t.loc)
+        self.e.unmark()
+        self.e(f"__device__ __noinline__ void evt_task_{sanitize(t.name)}(")
+        params = self.signature_params()
+        for k, p in enumerate(params):
+            self.e(f"    {p}{',' if k + 1 < len(params) else ') {'}")
+        self.e.depth += 1
+        self.block(t.body)
+        self.e.depth -= 1
+        self.e("}")
+        self.e("")
+        return self.smem.peak
+
+    # -- scopes ----------------------------------------------------------------------------------
+    def lookup(self, name: str) -> Val | None:
+        for s in reversed(self.scopes):
+            if name in s:
+                return s[name]
+        return None
+
+    def block(self, stmts: Sequence[N.Stmt], initial: dict[str, Val] | None = None) -> None:
+        sp = self.smem.sp
+        self.scopes.append(dict(initial or {}))
+        for s in stmts:
+            self.stmt(s)
+        self.scopes.pop()
+        self.smem.sp = sp
+
+    def alloc(self, shape: tuple[int, ...], d: DType, base: str = "t") -> Buffer:
+        strides = smem_strides(shape, d)
+        nbytes = (shape[0] * strides[0] if shape else 1) * d.itemsize
+        off = self.smem.alloc(nbytes, self.cur_loc)
+        name = self.fresh(base)
+        self.e(f"{ctype(d)}* {name} = reinterpret_cast<{ctype(d)}*>(evt_smem + {off});")
+        return Buffer(name, shape, d, Region("s", off, off + nbytes), strides)
+
+    # -- statements ------------------------------------------------------------------------------
+    def stmt(self, s: N.Stmt) -> None:
+        self.cur_loc = s.loc
+        self.e.mark(s.loc)
+        if isinstance(s, N.Assign):
+            self.assign(s)
+        elif isinstance(s, N.Eval):
+            sp = self.smem.sp
+            self.effect(s.value)
+            self.smem.sp = sp
+        elif isinstance(s, N.For):
+            self.loop(s)
+        elif isinstance(s, N.If):
+            self.branch(s)
+        else:
+            raise TypeError(f"unknown statement {type(s).__name__}")
+        self.e.unmark()
+
+    def assign(self, s: N.Assign) -> None:
+        name, value = s.target, s.value
+        cur = self.lookup(name)
+        if isinstance(value.type, ScalarType):
+            sp = self.smem.sp
+            v = self.val(value)
+            self.haz.op(v.reads, ())
+            c = ctype(value.type.dtype)
+            if cur is None:
+                cname = f"v_{name}"
+                self.e(f"{c} {cname} = {conv(v.at([]), v.ctype, c)};")
+                self.scopes[-1][name] = Val.scalar(cname, value.type.dtype)
+            else:
+                self.e(f"{cur.at([])} = {conv(v.at([]), v.ctype, c)};")
+            self.smem.sp = sp
+            return
+        assert isinstance(value.type, TileType)
+        if cur is None:
+            if isinstance(value, N.Op) and value.name == "load" and id(value) in self.pipelined:
+                # a loop-local name for a pipelined load is the current stage itself
+                self.scopes[-1][name] = Val.of_buffer(self.pipelined[id(value)])
+                return
+            buf = self.alloc(value.type.shape, value.type.dtype, f"v_{sanitize(name)}_")
+            self.scopes[-1][name] = Val.of_buffer(buf)
+        else:
+            assert cur.buf is not None
+            buf = cur.buf
+        sp = self.smem.sp
+        self.assign_tile(buf, name, value)
+        self.smem.sp = sp
+
+    def assign_tile(self, buf: Buffer, name: str, value: N.Expr) -> None:
+        acc = self._accumulating_dot(name, value)
+        if acc is not None:
+            self.dot(buf, acc.args[0], acc.args[1], accumulate=True)
+            return
+        if isinstance(value, N.Op) and value.name in ("load", "dot", "sum", "max", "min") \
+                and id(value) not in self.pipelined:
+            if name not in _var_names(value):
+                self.materialize(value, buf)
+            else:
+                self.copy(buf, Val.of_buffer(self.materialize(value)))
+            return
+        v = self.val(value)
+        if v.buf is buf:
+            return
+        if any(buf.region.overlaps(r) for r in v.shifted):
+            v = Val.of_buffer(self.materialize_val(v))
+        self.copy(buf, v)
+
+    def _accumulating_dot(self, name: str, value: N.Expr) -> N.Op | None:
+        """``acc = acc + dot(a, b)`` (either order) with a float32 ``acc`` of the dot's shape."""
+        if not (isinstance(value, N.Op) and value.name == "add" and value.type.dtype == dt.f32):
+            return None
+        for x, y in (value.args, value.args[::-1]):
+            if isinstance(x, N.Var) and x.name == name and isinstance(y, N.Op) and y.name == "dot" \
+                    and y.type == x.type == value.type and not any(name in _var_names(a) for a in y.args):
+                return y
+        return None
+
+    def effect(self, op: N.Op) -> None:
+        t = self.tensors[op.args[0].name]
+        offs = op.args[1:-1]
+        v = self.val(op.args[-1])
+        if t.region is not None and any(t.region.overlaps(r) for r in v.reads):
+            v = Val.of_buffer(self.materialize_val(v))
+        self.haz.op(v.reads, (Region("g", name=t.group),))
+        nd = t.type.ndim
+        lead = nd - len(v.shape)
+        self.e.open("")
+        o = self.offsets(t, offs)
+        store_t = ctype(t.type.dtype)
+        if op.name == "atomic_add":
+            acc_t = "float" if t.type.dtype.is_float else store_t
+
+            def write(addr: str, x: str, xt: str) -> str:
+                return f"evt::atomic_add({t.cname}.ptr + {addr}, {conv(x, xt, acc_t)});"
+        else:
+            def write(addr: str, x: str, xt: str) -> str:
+                return f"{t.cname}.ptr[{addr}] = {conv(x, xt, store_t)};"
+
+        def body(idx: Sequence[str]) -> None:
+            g = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(idx)]
+            mask = " && ".join(f"evt::inb({x}, {t.cname}.shape[{a}])" for a, x in enumerate(g))
+            addr = " + ".join(f"{x} * {t.cname}.stride[{a}]" for a, x in enumerate(g))
+            self.e(f"if ({mask}) {write(addr, v.at(idx), v.ctype)}")
+
+        if v.shape:
+            self.element_loop(v.shape, body)
+        else:
+            self.e.open("if (threadIdx.x == 0)")
+            body([])
+            self.e.close()
+        self.e.close()
+
+    def loop(self, s: N.For) -> None:
+        lo, hi = self.val(s.start), self.val(s.stop)
+        self.haz.op((*lo.reads, *hi.reads), ())
+        step = s.step
+        assert isinstance(step, N.Const), "loop steps are static"
+        st = int(step.value)
+        cmp = "<" if st > 0 else ">"
+        self.e.open("")
+        lo_n, hi_n = self.fresh("lo"), self.fresh("hi")
+        self.e(f"const int {lo_n} = {conv(lo.at([]), lo.ctype, 'int')};")
+        self.e(f"const int {hi_n} = {conv(hi.at([]), hi.ctype, 'int')};")
+        if self.haz.dirty:
+            self.haz.barrier()
+        k = f"v_{s.var}"
+        loads = self.pipeline_candidates(s)
+        if loads:
+            self.pipelined_loop(s, k, lo_n, hi_n, st, cmp, loads)
+        else:
+            self.e.open(f"for (int {k} = {lo_n}; {k} {cmp} {hi_n}; {k} += {st})")
+            self.block(s.body, {s.var: Val.scalar(k, dt.i32)})
+            if self.haz.dirty:
+                self.haz.barrier()
+            self.e.close()
+        self.e.close()
+
+    def branch(self, s: N.If) -> None:
+        c = self.val(s.cond)
+        self.haz.op(c.reads, ())
+        self.e.open(f"if ({conv(c.at([]), c.ctype, 'bool')})")
+        before = self.haz.state()
+        self.block(s.then)
+        after_then = self.haz.state()
+        self.haz.restore(before)
+        if s.orelse:
+            self.e.close("} else {")
+            self.e.depth += 1
+            self.block(s.orelse)
+        self.e.close()
+        reads, writes = self.haz.state()
+        self.haz.restore((reads + after_then[0], writes + after_then[1]))
+
+    # -- software pipelining ---------------------------------------------------------------------
+    def pipeline_candidates(self, s: N.For) -> list[N.Op]:
+        """Loads of an innermost loop whose offsets the loop variable and invariant scalars determine."""
+        if any(isinstance(b, (N.For,)) for b in _walk_stmts(s.body)):
+            return []
+        assigned = {b.target for b in _walk_stmts(s.body) if isinstance(b, N.Assign)}
+        found: list[N.Op] = []
+        for b in s.body:
+            for x in _stmt_exprs(b):
+                for n in _expr_nodes(x):
+                    if isinstance(n, N.Op) and n.name == "load" and self._pipelinable(n, assigned):
+                        found.append(n)
+        return found if found and 2 * _stage_bytes(found) <= _PIPELINE_BYTES else []
+
+    def _pipelinable(self, n: N.Op, assigned: set[str]) -> bool:
+        t = self.tensors[n.args[0].name]
+        if t.group in self.written_groups:
+            return False
+        if (n.type.shape[-1] * n.type.dtype.itemsize) % 16:
+            return False
+        for off in n.args[1:]:
+            for x in _expr_nodes(off):
+                if isinstance(x, N.Var) and (x.name in assigned or not isinstance(x.type, ScalarType)):
+                    return False
+                if isinstance(x, N.Op) and x.name not in _PIPELINE_OFFSET_OPS:
+                    return False
+        return True
+
+    def pipelined_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str, loads: list[N.Op]) -> None:
+        S = 3 if 3 * _stage_bytes(loads) <= _PIPELINE_BYTES else 2
+        sp = self.smem.sp
+        rings = []
+        for n in loads:
+            ring = self.alloc((S, *n.type.shape), n.type.dtype, "ring")
+            rings.append((n, ring, ring.strides[0]))
+        self.e(f"// cp.async pipeline: {len(loads)} load(s), {S} stages")
+
+        def issue(kk: str, stage: str) -> None:
+            self.scopes.append({s.var: Val.scalar(kk, dt.i32)})
+            for n, ring, size in rings:
+                stage_buf = Buffer(f"({ring.ptr} + {stage} * {size})", n.type.shape, n.type.dtype, ring.region,
+                                   ring.strides[1:])
+                self.load_tile(stage_buf, n, asynchronous=True)
+            self.scopes.pop()
+
+        self.e.open(f"for (int evt_s = 0; evt_s < {S - 1}; ++evt_s)")
+        self.e(f"const int evt_kk = {lo} + evt_s * {st};")
+        self.e.open(f"if (evt_kk {cmp} {hi})")
+        issue("evt_kk", "evt_s")
+        self.e.close()
+        self.e("evt::cp_async_commit();")
+        self.e.close()
+        self.e("int evt_stage = 0;")
+        self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {st})")
+        self.e.open("")
+        self.e(f"const int evt_kk = {k} + {(S - 1) * st};")
+        self.e(f"const int evt_ws = evt_stage == 0 ? {S - 1} : evt_stage - 1;")
+        self.e.open(f"if (evt_kk {cmp} {hi})")
+        issue("evt_kk", "evt_ws")
+        self.e.close()
+        self.e("evt::cp_async_commit();")
+        self.e.close()
+        self.e(f"evt::cp_async_wait<{S - 1}>();")
+        self.haz.barrier()
+        for n, ring, size in rings:
+            cur = self.fresh("stage")
+            self.e(f"{ctype(n.type.dtype)}* {cur} = {ring.ptr} + evt_stage * {size};")
+            self.pipelined[id(n)] = Buffer(cur, n.type.shape, n.type.dtype, ring.region, ring.strides[1:])
+        self.block(s.body, {s.var: Val.scalar(k, dt.i32)})
+        self.haz.barrier()
+        self.e(f"evt_stage = evt_stage == {S - 1} ? 0 : evt_stage + 1;")
+        self.e.close()
+        self.e("evt::cp_async_wait<0>();")
+        for n in loads:
+            del self.pipelined[id(n)]
+        self.smem.sp = sp
+
+    # -- CTA-cooperative loops ---------------------------------------------------------------------
+    def element_loop(self, shape: tuple[int, ...], body: Callable[[Sequence[str]], None]) -> None:
+        n = math.prod(shape)
+        self.e.open(f"for (int evt_e = threadIdx.x; evt_e < {n}; evt_e += {self.nt})")
+        body(_Coords("evt_e", shape))
+        self.e.close()
+
+    def copy(self, dst: Buffer, v: Val) -> None:
+        """dst = v (broadcast), converted to dst's dtype."""
+        self.haz.op(v.reads, (dst.region,))
+        c = ctype(dst.dtype)
+        if not dst.shape:
+            self.e(f"if (threadIdx.x == 0) {dst.at([])} = {conv(v.at([]), v.ctype, c)};")
+            return
+        self.element_loop(dst.shape, lambda idx: self.e(
+            f"{dst.at(idx)} = {conv(v.at(_bcast(idx, dst.shape, v.shape)), v.ctype, c)};"))
+
+    def materialize_val(self, v: Val) -> Buffer:
+        buf = self.alloc(v.shape, v.dtype)
+        self.copy(buf, v)
+        return buf
+
+    def materialize(self, e: N.Expr, dst: Buffer | None = None) -> Buffer:
+        """The value of ``e`` in a shared-memory buffer (``dst`` when given)."""
+        if isinstance(e, N.Op) and id(e) not in self.pipelined:
+            if e.name == "load":
+                dst = dst or self.alloc(e.type.shape, e.type.dtype)
+                self.load_tile(dst, e, asynchronous=False)
+                return dst
+            if e.name == "dot":
+                dst = dst or self.alloc(e.type.shape, dt.f32)
+                self.dot(dst, e.args[0], e.args[1], accumulate=False)
+                return dst
+            if e.name in ("sum", "max", "min"):
+                dst = dst or self.alloc(shape_of(e.type), e.type.dtype)
+                self.reduce(dst, e)
+                return dst
+        v = self.val(e)
+        if v.buf is not None and (dst is None or dst is v.buf):
+            return v.buf
+        dst = dst or self.alloc(v.shape, v.dtype)
+        self.copy(dst, v)
+        return dst
+
+    # -- memory ops ------------------------------------------------------------------------------
+    def offsets(self, t: _TensorParam, offs: Sequence[N.Expr]) -> list[str]:
+        """Hoist a load's / store's element offsets into long long locals."""
+        names = []
+        for a, off in enumerate(offs):
+            v = self.val(off)
+            self.haz.op(v.reads, ())
+            nm = self.fresh("o")
+            self.e(f"const long long {nm} = {conv(v.at([]), v.ctype, 'long long')};")
+            names.append(nm)
+        return names
+
+    def _ld(self, t: _TensorParam, addr: str) -> str:
+        return f"evt::ld_ro({t.cname}.ptr + {addr})" if t.readonly else f"{t.cname}.ptr[{addr}]"
+
+    def load_tile(self, dst: Buffer, op: N.Op, asynchronous: bool) -> None:
+        """A masked tile load into ``dst``: 16-byte vectors where a chunk is in bounds, contiguous and
+        aligned (cp.async when ``asynchronous``), element by element elsewhere."""
+        t = self.tensors[op.args[0].name]
+        shape = op.type.shape
+        d = op.type.dtype
+        T = ctype(d)
+        other = literal(op.attr("other", 0), d)
+        nd, r = t.type.ndim, len(shape)
+        lead = nd - r
+        if not asynchronous:
+            self.haz.op(() if t.region is None else (t.region,), (dst.region,))
+        self.e.open("")
+        o = self.offsets(t, op.args[1:])
+        vec = 16 // d.itemsize
+        ts = f"{t.cname}.shape"
+        tst = f"{t.cname}.stride"
+        last = nd - 1
+        if shape[-1] % vec == 0 and (shape[-1] * d.itemsize) % 16 == 0:
+            cv = shape[-1] // vec
+            rows = shape[:-1]
+            self.e.open(f"for (int evt_e = threadIdx.x; evt_e < {math.prod(rows) * cv}; evt_e += {self.nt})")
+            self.e(f"const int evt_cl = (evt_e % {cv}) * {vec};")
+            rc = _unflatten(f"(evt_e / {cv})", rows) if rows else []
+            g_rows = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(rc)]
+            ok = " && ".join(f"evt::inb({x}, {ts}[{a}])" for a, x in enumerate(g_rows)) or "true"
+            self.e(f"const bool evt_rows = {ok};")
+            self.e(f"const long long evt_gl = {o[last]} + evt_cl;")
+            self.e(f"{T}* evt_d = {dst.ptr} + {_lin([*rc, 'evt_cl'], dst.strides)};")
+            src = " + ".join([f"{x} * {tst}[{a}]" for a, x in enumerate(g_rows)] + [f"evt_gl * {tst}[{last}]"])
+            self.e(f"const {T}* evt_src = {t.cname}.ptr + {src};")
+            self.e.open(f"if (evt_rows && evt_gl >= 0 && evt_gl + {vec} <= {ts}[{last}] && {tst}[{last}] == 1 "
+                        f"&& evt::aligned16(evt_src))")
+            if asynchronous:
+                self.e("evt::cp_async16(evt_d, evt_src);")
+            else:
+                ld = "evt::ld_vec16_ro" if t.readonly else "evt::ld_vec16"
+                self.e(f"evt::st_shared_vec16(evt_d, {ld}(evt_src));")
+            self.e.close("} else {")
+            self.e.depth += 1
+            self.e("#pragma unroll")
+            self.e.open(f"for (int evt_u = 0; evt_u < {vec}; ++evt_u)")
+            u = f"evt_u * {tst}[{last}]"
+            ld = f"evt::ld_ro(evt_src + {u})" if t.readonly else f"evt_src[{u}]"
+            self.e(f"evt_d[evt_u] = (evt_rows && evt::inb(evt_gl + evt_u, {ts}[{last}])) ? {ld} : {other};")
+            self.e.close()
+            self.e.close()
+            self.e.close()
+        else:
+            v = self._fused_load(t, op, o)
+            self.element_loop(shape, lambda idx: self.e(f"{dst.at(idx)} = {v(idx)};"))
+        self.e.close()
+
+    def _fused_load(self, t: _TensorParam, op: N.Op, o: list[str]) -> Callable[[Sequence[str]], str]:
+        shape = op.type.shape
+        lead = t.type.ndim - len(shape)
+        other = literal(op.attr("other", 0), op.type.dtype)
+
+        def at(idx: Sequence[str]) -> str:
+            g = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(idx)]
+            mask = " && ".join(f"evt::inb({x}, {t.cname}.shape[{a}])" for a, x in enumerate(g))
+            addr = " + ".join(f"{x} * {t.cname}.stride[{a}]" for a, x in enumerate(g))
+            return f"(({mask}) ? {self._ld(t, addr)} : {other})"
+
+        return at
+
+    # -- dot -------------------------------------------------------------------------------------
+    def dot_operand(self, e: N.Expr) -> tuple[Buffer, bool]:
+        """A dot operand as a shared-memory buffer, and whether the operand is its transpose."""
+        trans = False
+        while isinstance(e, N.Op) and e.name == "trans":
+            trans, e = not trans, e.args[0]
+        if isinstance(e, N.Op) and e.name == "load" and id(e) not in self.pipelined:
+            return self.materialize(e), trans
+        v = self.val(e)
+        if v.buf is None:
+            v = Val.of_buffer(self.materialize_val(v))
+        return v.buf, trans
+
+    def dot(self, dst: Buffer, a_e: N.Expr, b_e: N.Expr, accumulate: bool) -> None:
+        """dst (=|+=) a @ b with float32 accumulation."""
+        (a, a_t), (b, b_t) = self.dot_operand(a_e), self.dot_operand(b_e)
+        (M, K), (_, Nn) = a_e.type.shape, b_e.type.shape
+        reads = (a.region, b.region, dst.region) if accumulate else (a.region, b.region)
+        self.haz.op(reads, (dst.region,))
+        a_rs, a_cs = (a.strides[1], a.strides[0]) if a_t else a.strides  # A(m, k) = m * a_rs + k * a_cs
+        b_rs, b_cs = (b.strides[1], b.strides[0]) if b_t else b.strides  # B(k, n) = k * b_rs + n * b_cs
+        ldc = dst.strides[0]
+        acc = "true" if accumulate else "false"
+        mma = (self.kg.arch >= 80 and a.dtype == b.dtype and a.dtype in (dt.bf16, dt.f16)
+               and M % 16 == 0 and Nn % 8 == 0 and K % 16 == 0)
+        if mma:
+            a_kc, a_ld = (True, a_rs) if a_cs == 1 else (False, a_cs)
+            b_kc, b_ld = (True, b_cs) if b_rs == 1 else (False, b_rs)
+            mma = a_ld % 8 == 0 and b_ld % 8 == 0
+        if mma:
+            nw, n8 = self.nt // 32, Nn // 8
+            nj = next((j for j in (4, 2) if n8 % j == 0 and (M // 16) * (n8 // j) >= nw), 1)
+            T = ctype(a.dtype)
+            self.e(f"evt::dot_mma<{M}, {Nn}, {K}, {self.nt}, {acc}, {ldc}, {T}, {str(a_kc).lower()}, {a_ld}, "
+                   f"{str(b_kc).lower()}, {b_ld}, {nj}>({dst.ptr}, {a.ptr}, {b.ptr});")
+        else:
+            self.e(f"evt::dot_fma<{M}, {Nn}, {K}, {self.nt}, {acc}, {ldc}, {ctype(a.dtype)}, {a_rs}, {a_cs}, "
+                   f"{ctype(b.dtype)}, {b_rs}, {b_cs}>({dst.ptr}, {a.ptr}, {b.ptr});")
+
+    # -- reductions ------------------------------------------------------------------------------
+    def reduce(self, dst: Buffer, op: N.Op) -> None:
+        x = self.val(op.args[0])
+        shape = x.shape
+        axis = op.attr("axis") % len(shape)
+        L = shape[axis]
+        rows = shape[:axis] + shape[axis + 1:]
+        R = math.prod(rows)
+        if op.name == "sum":
+            acc_t = compute_ctype(op.type.dtype)
+        else:
+            acc_t = compute_ctype(x.dtype) if x.dtype not in (dt.bool_, dt.i8) else "int"
+        red = {"sum": "OpSum", "max": "OpMax", "min": "OpMin"}[op.name]
+        nw = self.nt // 32
+        wpr = _pow2_floor(nw // R) if R < nw and L >= 64 else 1
+        g = 32 if wpr > 1 else min(_pow2_floor(min(32, max(1, self.nt // R))), _pow2_ceil(L))
+        scratch = self.alloc((R * wpr,), dt.i64 if acc_t in ("long long", "double") else dt.f32) if wpr > 1 else None
+        writes = (dst.region,) + ((scratch.region,) if scratch else ())
+        self.haz.op(x.reads, writes)
+        sc = f"reinterpret_cast<{acc_t}*>({scratch.ptr})" if scratch else f"static_cast<{acc_t}*>(nullptr)"
+        rc = _unflatten("evt_r", rows)
+        xi = rc[:axis] + ["evt_k"] + rc[axis:]
+        oc = _unflatten("evt_r", dst.shape)
+        self.e(f"evt::reduce_rows<{R}, {L}, {self.nt}, {g}, {wpr}, evt::{red}<{acc_t}>, {acc_t}>({sc},")
+        self.e(f"    [&](int evt_r, int evt_k) -> {acc_t} {{ return {conv(x.at(xi), x.ctype, acc_t)}; }},")
+        self.e(f"    [&](int evt_r, {acc_t} evt_a) {{ {dst.at(oc)} = {conv('evt_a', acc_t, ctype(dst.dtype))}; }});")
+
+    # -- expressions -----------------------------------------------------------------------------
+    def val(self, e: N.Expr) -> Val:
+        if isinstance(e, N.Const):
+            return Val.scalar(literal(e.value, e.type.dtype), e.type.dtype)
+        if isinstance(e, N.Var):
+            v = self.lookup(e.name)
+            if v is None:
+                raise EvtError(f"{e.name} is not defined here", e.loc)
+            return v
+        assert isinstance(e, N.Op)
+        name = e.name
+        if name == "load":
+            if id(e) in self.pipelined:
+                return Val.of_buffer(self.pipelined[id(e)])
+            t = self.tensors[e.args[0].name]
+            o = self.offsets(t, e.args[1:])
+            at = self._fused_load(t, e, o)
+            reads = () if t.region is None else (t.region,)
+            return Val(e.type.shape, e.type.dtype, ctype(e.type.dtype), at, reads, reads)
+        if name == "load_scalar":
+            return self.load_scalar(e)
+        if name in ("dot", "sum", "max", "min"):
+            return Val.of_buffer(self.materialize(e))
+        if name == "zeros":
+            z = literal(0, e.type.dtype)
+            return Val(e.type.shape, e.type.dtype, ctype(e.type.dtype), lambda idx: z)
+        if name == "full":
+            v = self.val(e.args[0])
+            x = conv(v.at([]), v.ctype, ctype(e.type.dtype))
+            return Val(e.type.shape, e.type.dtype, ctype(e.type.dtype), lambda idx: x, v.reads)
+        if name == "arange":
+            return Val(e.type.shape, dt.i32, "int", lambda idx: idx[0])
+        if name in ("trans", "expand_dims", "reshape", "broadcast_to"):
+            return self.view(e, self.val(e.args[0]))
+        return self.elementwise(e, [self.val(a) for a in e.args])
+
+    def load_scalar(self, e: N.Op) -> Val:
+        t = self.tensors[e.args[0].name]
+        idx = []
+        for off in e.args[1:]:
+            v = self.val(off)
+            self.haz.op(v.reads, ())
+            idx.append(f"static_cast<long long>({v.at([])})")
+        flat = " + ".join(f"{i} * {t.cname}.stride[{a}]" for a, i in enumerate(idx))
+        if self.kg.debug:
+            ok = " && ".join(f"evt::inb({i}, {t.cname}.shape[{a}])" for a, i in enumerate(idx))
+            site = self.kg.index_site(e.loc, t.name)
+            flat = f"evt::checked_index({ok}, {flat}, evt_ctl, evt_inst, {site})"
+        reads = () if t.region is None else (t.region,)
+        self.haz.op(reads, ())
+        nm = self.fresh("s")
+        self.e(f"const {ctype(e.type.dtype)} {nm} = {self._ld(t, flat)};")
+        return Val.scalar(nm, e.type.dtype)
+
+    def view(self, e: N.Op, v: Val) -> Val:
+        shape = shape_of(e.type)
+        moved = (*v.reads, *v.shifted)
+        if e.name == "trans":
+            return Val(shape, v.dtype, v.ctype, lambda idx: v.at([idx[1], idx[0]]), v.reads, moved)
+        if e.name == "expand_dims":
+            axis = e.attr("axis")
+            return Val(shape, v.dtype, v.ctype, lambda idx: v.at(list(idx[:axis]) + list(idx[axis + 1:])),
+                       v.reads, moved)
+        if e.name == "broadcast_to":
+            return Val(shape, v.dtype, v.ctype, lambda idx: v.at(_bcast(idx, shape, v.shape)), v.reads, moved)
+        # reshape: same row-major order
+        src = v.shape
+        flat_strides = tuple(math.prod(shape[k + 1:]) for k in range(len(shape)))
+        return Val(shape, v.dtype, v.ctype, lambda idx: v.at(_unflatten(f"({_lin(idx, flat_strides)})", src)),
+                   v.reads, moved)
+
+    def elementwise(self, e: N.Op, args: list[Val]) -> Val:
+        out = shape_of(e.type)
+        od = e.type.dtype
+        reads = tuple(r for a in args for r in a.reads)
+        shifted = tuple(r for a in args for r in (a.shifted if a.shape == out else (*a.reads, *a.shifted)))
+        arg_dtypes = [a.type.dtype for a in e.args]
+
+        def at(idx: Sequence[str]) -> str:
+            xs = [(a.at(_bcast(idx, out, a.shape)), a.ctype) for a in args]
+            return self.kg.formula(e.name, xs, arg_dtypes, od)
+
+        return Val(out, od, ctype(od), at, reads, shifted)
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernel
+
+
+_MATH = set(ops.UNARY_MATH)
+_FAST = {"exp", "sigmoid", "silu", "rsqrt"}
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
+          "eq": "==", "ne": "!=", "and": "&&", "or": "||"}
+
+
+@dataclass
+class KernelSource:
+    """Generated CUDA C++ of a program, and what the launch and error reports need to know about it."""
+
+    name: str
+    text: str
+    filename: str
+    smem_bytes: int
+    num_threads: int
+    line_locs: dict[int, SourceLoc] = field(default_factory=dict)
+    index_sites: list[tuple[SourceLoc | None, str]] = field(default_factory=list)
+
+    def loc_of_line(self, line: int) -> SourceLoc | None:
+        """The user's statement that produced generated line ``line`` (1-based), if any."""
+        return self.line_locs.get(line)
+
+
+class KernelGen:
+    def __init__(self, program: N.Program, arch: int, num_threads: int, min_blocks: int, debug: bool):
+        self.program = program
+        self.arch = arch
+        self.num_threads = num_threads
+        self.min_blocks = min_blocks
+        self.debug = debug
+        self.emit = Emitter(debug)
+        self.sites: list[tuple[SourceLoc | None, str]] = []
+
+    def index_site(self, loc: SourceLoc | None, tensor: str) -> int:
+        self.sites.append((loc, tensor))
+        return len(self.sites) - 1
+
+    def formula(self, name: str, xs: list[tuple[str, str]], arg_dtypes: list[DType], od: DType) -> str:
+        """C++ for one elementwise op on operand expressions ``xs`` ((expr, C++ type) pairs), rounded to
+        ``od`` as semantics.elementwise does."""
+        oc = ctype(od)
+        if name in ops.BINARY_ARITH:
+            c = compute_ctype(od)
+            a, b = (conv(x, t, c) for x, t in xs)
+            if name in _INFIX:
+                r = f"({a} {_INFIX[name]} {b})"
+            elif name in ("floordiv", "mod"):
+                r = f"evt::{'floordiv' if name == 'floordiv' else 'pymod'}<{c}>({a}, {b})"
+            elif name in ("maximum", "minimum"):
+                r = f"evt::{name}<{c}>({a}, {b})"
+            else:
+                r = f"evt::fpow({a}, {b})" if od.is_float else f"evt::ipow<{c}>({a}, {b})"
+            return f"static_cast<{oc}>({r})" if c == oc and od == dt.i8 else conv(r, c, oc)
+        if name in ops.COMPARE:
+            c = compute_ctype(dt.promote(*arg_dtypes))
+            a, b = (conv(x, t, c) for x, t in xs)
+            return f"({a} {_INFIX[name]} {b})"
+        if name in ops.LOGICAL:
+            return f"({xs[0][0]} {_INFIX[name]} {xs[1][0]})"
+        if name == "not":
+            return f"(!{xs[0][0]})"
+        if name in _MATH:
+            c = compute_ctype(od)
+            x = conv(*xs[0], c)
+            fn = f"evt::fast_{name}" if od in (dt.bf16, dt.f16) and name in _FAST else f"evt::{name}_"
+            return conv(f"{fn}({x})", c, oc)
+        if name in ops.UNARY_SAME:
+            c = compute_ctype(od)
+            x = conv(*xs[0], c)
+            r = {"neg": f"(-{x})", "abs": f"evt::abs_({x})", "floor": f"evt::floor_({x})"}[name]
+            return f"static_cast<{oc}>({r})" if c == oc and od == dt.i8 else conv(r, c, oc)
+        if name == "where":
+            c = compute_ctype(od)
+            (cond, _), a, b = xs
+            return conv(f"({cond} ? {conv(*a, c)} : {conv(*b, c)})", c, oc)
+        if name == "cast":
+            return conv(*xs[0], oc)
+        raise EvtError(f"the CUDA backend has no code for op {name!r}")
+
+    def intexpr(self, e: D.IntExpr) -> str:
+        """A size expression of the program's dims and int parameters, on the device (long long)."""
+        if isinstance(e, D.Const):
+            return f"{e.value}LL" if e.value >= 0 else f"({e.value}LL)"
+        if isinstance(e, D.Sym):
+            return f"p.v_{e.name}"
+        if isinstance(e, D.BinOp):
+            a, b = self.intexpr(e.a), self.intexpr(e.b)
+            if e.op in ("+", "-", "*"):
+                return f"({a} {e.op} {b})"
+            return f"evt::{'floordiv' if e.op == '//' else 'pymod'}<long long>({a}, {b})"
+        if isinstance(e, D.Func):
+            fn = {"cdiv": "cdiv", "min": "minimum", "max": "maximum"}[e.fn]
+            return f"evt::{fn}<long long>({self.intexpr(e.a)}, {self.intexpr(e.b)})"
+        if isinstance(e, D.Load):
+            t = f"p.v_{e.tensor}"
+            flat = " + ".join(f"{self.intexpr(i)} * {t}.stride[{a}]" for a, i in enumerate(e.index))
+            return f"static_cast<long long>({t}.ptr[{flat}])"
+        raise TypeError(f"unknown size expression {e!r}")
+
+    def launch_args(self, L: N.Launch) -> list[str]:
+        task = self.program.task(L.task)
+        args = [f"c[{k}]" for k in range(len(task.coords))]
+        for (name, arg), q in zip(L.args, task.params):
+            if isinstance(q.type, TensorType):
+                args.append(f"p.v_{arg}")
+            elif isinstance(arg, str):
+                args.append(conv(f"p.v_{arg}", "double" if not self.program.param(arg).type.dtype.is_int
+                                 else "long long", ctype(q.type.dtype)))
+            elif isinstance(arg, D.IntExpr):
+                args.append(f"static_cast<{ctype(q.type.dtype)}>({self.intexpr(arg)})")
+            else:
+                args.append(literal(arg, q.type.dtype))
+        dims = dict(L.dims)
+        args += [f"static_cast<int>({self.intexpr(dims[d])})" for d in task.dims]
+        return args
+
+    def generate(self) -> KernelSource:
+        p = self.program
+        e = self.emit
+        name = f"evt_{sanitize(p.name)}"
+        filename = f"{name}.cu"
+        e(f"// {name}: the persistent megakernel of `{p.name}`, generated by evtdsl.")
+        e('#include "evt_sched.cuh"')
+        e('#include "evt_tile.cuh"')
+        e("")
+        readonly, groups = self._tensor_facts()
+        peaks: dict[str, int] = {}
+        for t in p.tasks:
+            gen = TaskGen(self, t, readonly[t.name], groups[t.name])
+            peaks[t.name] = gen.generate()
+            limit = _SMEM_LIMIT.get(self.arch, 49152)
+            if peaks[t.name] > limit:
+                raise TileMemoryError(
+                    f"task `{t.name}` needs {peaks[t.name]} bytes of shared memory for its tiles, more than the "
+                    f"{limit} an sm_{self.arch} block can have; use smaller tiles", gen.smem.peak_loc or t.loc)
+        fields = param_fields(p)
+        nbytes = params_nbytes(fields)
+        if nbytes > MAX_PARAM_BYTES:
+            raise EvtError(f"megakernel {p.name} has {nbytes} bytes of tensor descriptors and sizes, more than "
+                           f"the {MAX_PARAM_BYTES} a kernel parameter can hold", p.loc)
+        e("struct Params {")
+        for f in fields:
+            if f.kind == "tensor":
+                e(f"  evt::Tensor<{ctype(p.param(f.name).type.dtype)}, {f.ndim}> {f.cname};")
+            else:
+                e(f"  {'long long' if f.kind == 'int' else 'double'} {f.cname};")
+        e("  evt::Sched sched;")
+        e("};")
+        e(f"static_assert(sizeof(Params) == {nbytes}, \"parameter layout\");")
+        e(f"static_assert(sizeof(evt::Sched) == {SCHED_BYTES}, \"evt::Sched layout\");")
+        for k, (fname, _) in enumerate(SCHED_FIELDS):
+            e(f"static_assert(__builtin_offsetof(evt::Sched, {fname}) == {8 * k}, \"evt::Sched.{fname}\");")
+        e("")
+        smem = max(peaks.values(), default=0)
+        min_blocks = max(1, self.min_blocks)
+        e(f'extern "C" __global__ void __launch_bounds__({self.num_threads}, {min_blocks}) '
+          f"{name}(const __grid_constant__ Params p) {{")
+        e("  char* evt_smem = evt::dynamic_smem();")
+        e("  evt::persistent_loop(p.sched, [&](int evt_inst) {")
+        e("    const int* c = p.sched.inst_coord + static_cast<long long>(evt_inst) * p.sched.coord_stride;")
+        e("    switch (__ldg(p.sched.inst_launch + evt_inst)) {")
+        e.depth = 3
+        for li, L in enumerate(p.launches):
+            e.mark(L.loc)
+            e(f"case {li}:")
+            args = ", ".join(["evt_smem", "evt_inst", "p.sched.state", *self.launch_args(L)])
+            e(f"  evt_task_{sanitize(L.task)}({args});")
+            e("  break;")
+            e.unmark()
+        e.depth = 0
+        e("    }")
+        e("  });")
+        e("}")
+        text, line_locs = e.text(filename)
+        return KernelSource(name, text, filename, smem, self.num_threads, line_locs, self.sites)
+
+    def _tensor_facts(self) -> tuple[dict[str, set[str]], dict[str, dict[str, str]]]:
+        """Per task: the tensor params no launch binds to a written tensor (read-only), and alias groups
+        (params some launch binds to one megakernel tensor)."""
+        p = self.program
+        written = set(written_tensors(p))
+        readonly: dict[str, set[str]] = {}
+        groups: dict[str, dict[str, str]] = {}
+        for t in p.tasks:
+            tparams = [q.name for q in t.params if isinstance(q.type, TensorType)]
+            launches = [L for L in p.launches if L.task == t.name]
+            readonly[t.name] = {q for q in tparams if all(L.arg(q) not in written for L in launches)}
+            parent = {q: q for q in tparams}
+
+            def find(q: str) -> str:
+                while parent[q] != q:
+                    q = parent[q]
+                return q
+
+            for L in launches:
+                by_tensor: dict[str, str] = {}
+                for q in tparams:
+                    arg = L.arg(q)
+                    if arg in by_tensor:
+                        a, b = sorted((find(q), find(by_tensor[arg])))
+                        parent[b] = a
+                    else:
+                        by_tensor[arg] = q
+            groups[t.name] = {q: find(q) for q in tparams}
+        return readonly, groups
+
+
+def arch_number(arch: str) -> int:
+    """``"sm_90a"`` -> 90."""
+    m = re.fullmatch(r"sm_(\d+)[af]?", arch)
+    if not m:
+        raise ValueError(f"arch must look like sm_90a or sm_80, got {arch!r}")
+    return int(m.group(1))
+
+
+def generate(program: N.Program, *, arch: str, num_threads: int = 256, min_blocks: int = 2,
+             debug: bool = False) -> KernelSource:
+    """CUDA C++ of ``program``'s persistent kernel for ``arch`` (e.g. "sm_90a")."""
+    if num_threads % 32 or not 32 <= num_threads <= 1024:
+        raise ValueError(f"num_threads must be a multiple of 32 from 32 to 1024, got {num_threads}")
+    return KernelGen(program, arch_number(arch), num_threads, min_blocks, debug).generate()

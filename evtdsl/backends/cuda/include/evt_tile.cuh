@@ -1,0 +1,182 @@
+// evt_tile.cuh: CTA-cooperative tile primitives. Tiles live in shared memory (row-major, static shapes);
+// every function here is called by all threads of the CTA with the same arguments.
+//
+// NumPy twins (evtdsl/backends/cpu): masked loads and stores (interpreter._compile_memory), dot
+// (semantics.dot: float32 accumulation), reductions (semantics.reduce), atomic add (interpreter: the sum is
+// computed in float32 and rounded to the tensor's dtype).
+#pragma once
+#include "evt_core.cuh"
+#include <evt_ptx.cuh>  // from the include path, so that a host build can substitute its emulation
+
+namespace evt {
+
+// -- global memory ---------------------------------------------------------------------------------
+
+// Read-only loads (tensors no task writes during the kernel) go through the non-coherent path.
+template <class T>
+__device__ __forceinline__ T ld_ro(const T* p) { return *p; }
+__device__ __forceinline__ float ld_ro(const float* p) { return __ldg(p); }
+__device__ __forceinline__ double ld_ro(const double* p) { return __ldg(p); }
+__device__ __forceinline__ int ld_ro(const int* p) { return __ldg(p); }
+__device__ __forceinline__ long long ld_ro(const long long* p) { return __ldg(p); }
+__device__ __forceinline__ __nv_bfloat16 ld_ro(const __nv_bfloat16* p) { return __ldg(p); }
+__device__ __forceinline__ __half ld_ro(const __half* p) { return __ldg(p); }
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15) == 0; }
+
+// -- atomic add: the sum in float32 (float tensors) or the tensor's integer type, rounded to the tensor ---
+
+__device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void atomic_add(int* p, int v) { atomicAdd(p, v); }
+__device__ __forceinline__ void atomic_add(long long* p, long long v) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+}
+
+template <class T, class ToBits, class FromBits>
+__device__ __forceinline__ void atomic_add16(T* p, float v, ToBits to_bits, FromBits from_bits) {
+  unsigned* word = reinterpret_cast<unsigned*>(reinterpret_cast<unsigned long long>(p) & ~3ULL);
+  const unsigned shift = (reinterpret_cast<unsigned long long>(p) & 2) * 8;
+  unsigned old = *reinterpret_cast<volatile unsigned*>(word), assumed;
+  do {
+    assumed = old;
+    const float cur = widen(from_bits(static_cast<unsigned short>((assumed >> shift) & 0xffffu)));
+    const unsigned bits = to_bits(cvt<T>(cur + v));
+    old = atomicCAS(word, assumed, (assumed & ~(0xffffu << shift)) | (bits << shift));
+  } while (old != assumed);
+}
+__device__ __forceinline__ void atomic_add(__nv_bfloat16* p, float v) {
+  atomic_add16(p, v, [](__nv_bfloat16 x) { return static_cast<unsigned>(__bfloat16_as_ushort(x)); },
+               [](unsigned short b) { return __ushort_as_bfloat16(b); });
+}
+__device__ __forceinline__ void atomic_add(__half* p, float v) {
+  atomic_add16(p, v, [](__half x) { return static_cast<unsigned>(__half_as_ushort(x)); },
+               [](unsigned short b) { return __ushort_as_half(b); });
+}
+
+// -- dot: C[M][N] (= or +=) A[M][K] @ B[K][N], float32 accumulation ----------------------------------------
+// Operands are shared-memory tiles addressed by strides: A(m, k) = A[m * A_SM + k * A_SK], and
+// B(k, n) = B[k * B_SK + n * B_SN]; C is float, row-major with leading dimension LDC.
+
+// Plain FMA path: any float operand types and shapes.
+template <int M, int N, int K, int NT, bool ACC, int LDC, class TA, int A_SM, int A_SK, class TB, int B_SK,
+          int B_SN>
+__device__ __forceinline__ void dot_fma(float* C, const TA* A, const TB* B) {
+  for (int o = threadIdx.x; o < M * N; o += NT) {
+    const int m = o / N, n = o % N;
+    const TA* a = A + m * A_SM;
+    const TB* b = B + n * B_SN;
+    float s = 0.0f;
+#pragma unroll 8
+    for (int k = 0; k < K; ++k)
+      s = fmaf(static_cast<float>(widen(a[k * A_SK])), static_cast<float>(widen(b[k * B_SK])), s);
+    float* c = C + m * LDC + n;
+    *c = ACC ? *c + s : s;
+  }
+}
+
+// Tensor-core path for bf16/f16 operands: M % 16 == 0, N % 8 == 0, K % 16 == 0. Each operand is contiguous
+// along k (A_KC: A(m, k) = A[m * A_LD + k]; B_KC: B(k, n) = B[n * B_LD + k]) or along m / n (otherwise:
+// A(m, k) = A[k * A_LD + m], B(k, n) = B[k * B_LD + n]); leading dimensions are multiples of 8 elements
+// and the tiles 16-byte aligned (ldmatrix rows). Warps take 16 x (8 * NJ) output blocks round-robin.
+template <int M, int N, int K, int NT, bool ACC, int LDC, class T, bool A_KC, int A_LD, bool B_KC, int B_LD, int NJ>
+__device__ __forceinline__ void dot_mma(float* C, const T* A, const T* B) {
+  constexpr int NW = NT / 32, MT = M / 16, NG = N / (8 * NJ);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int job = warp; job < MT * NG; job += NW) {
+    const int m0 = (job / NG) * 16, n0 = (job % NG) * 8 * NJ;
+    float acc[NJ][4];
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    const int mat = lane >> 3, row = lane & 7;
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      unsigned a[4];
+      if (A_KC)
+        ldmatrix_x4(a, A + (m0 + (mat & 1) * 8 + row) * A_LD + k0 + (mat >> 1) * 8, false);
+      else
+        ldmatrix_x4(a, A + (k0 + (mat >> 1) * 8 + row) * A_LD + m0 + (mat & 1) * 8, true);
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        unsigned b[2];
+        const int nb = n0 + j * 8, kh = (mat & 1) * 8;
+        if (B_KC)
+          ldmatrix_x2(b, B + (nb + row) * B_LD + k0 + kh, false);
+        else
+          ldmatrix_x2(b, B + (k0 + kh + row) * B_LD + nb, true);
+        mma_16816<T>(acc[j], a, b);
+      }
+    }
+    const int r = lane >> 2, c = (lane & 3) * 2;
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      float* p = C + (m0 + r) * LDC + n0 + j * 8 + c;
+      if (ACC) {
+        p[0] += acc[j][0];
+        p[1] += acc[j][1];
+        p[8 * LDC] += acc[j][2];
+        p[8 * LDC + 1] += acc[j][3];
+      } else {
+        p[0] = acc[j][0];
+        p[1] = acc[j][1];
+        p[8 * LDC] = acc[j][2];
+        p[8 * LDC + 1] = acc[j][3];
+      }
+    }
+  }
+}
+
+// -- reductions --------------------------------------------------------------------------------------
+
+template <class A>
+struct OpSum {
+  static __device__ __forceinline__ A init() { return A(0); }
+  static __device__ __forceinline__ A combine(A a, A b) { return a + b; }
+};
+template <class A>
+struct OpMax {
+  static __device__ __forceinline__ A init() { return lowest<A>(); }
+  static __device__ __forceinline__ A combine(A a, A b) { return maximum(a, b); }
+};
+template <class A>
+struct OpMin {
+  static __device__ __forceinline__ A init() { return highest<A>(); }
+  static __device__ __forceinline__ A combine(A a, A b) { return minimum(a, b); }
+};
+
+// Reduce R rows of length L: elem(r, k) gives element k of row r (as the accumulator type A), out(r, a)
+// stores a row's result. G threads (a power of two <= 32) share a row and combine with warp shuffles; with
+// WPR > 1, WPR whole warps share a row (R * WPR <= NT / 32) and combine through `scratch` (R * WPR values).
+template <int R, int L, int NT, int G, int WPR, class Op, class A, class Elem, class Out>
+__device__ __forceinline__ void reduce_rows(A* scratch, Elem elem, Out out) {
+  if constexpr (WPR == 1) {
+    constexpr int RPP = NT / G;
+    const int lane = threadIdx.x % G, grp = threadIdx.x / G;
+    for (int r0 = 0; r0 < R; r0 += RPP) {
+      const int r = r0 + grp;
+      A a = Op::init();
+      if (r < R)
+        for (int k = lane; k < L; k += G) a = Op::combine(a, elem(r, k));
+#pragma unroll
+      for (int off = G / 2; off > 0; off >>= 1) a = Op::combine(a, __shfl_xor_sync(0xffffffffu, a, off));
+      if (r < R && lane == 0) out(r, a);
+    }
+  } else {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int r = warp / WPR, part = warp % WPR;
+    A a = Op::init();
+    if (r < R)
+      for (int k = part * 32 + lane; k < L; k += WPR * 32) a = Op::combine(a, elem(r, k));
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) a = Op::combine(a, __shfl_xor_sync(0xffffffffu, a, off));
+    if (r < R && lane == 0) scratch[r * WPR + part] = a;
+    __syncthreads();
+    if (threadIdx.x < R) {
+      A t = scratch[threadIdx.x * WPR];
+#pragma unroll
+      for (int p = 1; p < WPR; ++p) t = Op::combine(t, scratch[threadIdx.x * WPR + p]);
+      out(threadIdx.x, t);
+    }
+  }
+}
+
+}  // namespace evt

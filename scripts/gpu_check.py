@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Check the CUDA backend on a GPU machine, in one command, and print a short summary:
+
+1. the GPU tests (``pytest -m gpu tests/test_cuda_gpu.py``): examples, ops zoo and library against the CPU
+   backend, both schedules, several worker counts, timeouts, back-to-back launches, CUDA graphs;
+2. the compile-only and emulation tests (test_cuda_codegen.py, test_cuda_emulate.py, test_cuda_kernels.py);
+3. compute-sanitizer memcheck, racecheck and synccheck on a small driver that runs the examples and the
+   ops zoo on the GPU (when compute-sanitizer is on PATH or under /usr/local/cuda*/bin).
+
+Logs go to ``$OUT`` when set (the device runner returns that folder), else to a temporary folder.
+
+    python scripts/gpu_check.py [--no-sanitizer] [--step-timeout 500]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+DRIVER = """\
+import sys
+sys.path.insert(0, {tests!r})
+import test_cuda_gpu as T
+from test_cuda_kernels import OUTPUTS, zoo, zoo_inputs
+
+for name, (mk, make, outputs, rtol) in T._examples().items():
+    for schedule in ("static", "dynamic"):
+        T.run_both(mk, make(), outputs, schedule, rtol=rtol)
+        print("ok", name, schedule, flush=True)
+T.run_both(zoo, zoo_inputs(36, 80), OUTPUTS, "dynamic", rtol=1e-3)
+print("ok zoo", flush=True)
+"""
+
+
+def find_sanitizer() -> str | None:
+    found = shutil.which("compute-sanitizer")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer")) + sorted(
+        glob.glob("/opt/nvidia/*/bin/compute-sanitizer"))
+    return candidates[-1] if candidates else None
+
+
+def run_step(name: str, cmd: list[str], logs: Path, env: dict[str, str], timeout: int) -> dict:
+    log = logs / f"{re.sub(r'[^a-z0-9]+', '_', name.lower())}.log"
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        out, code = r.stdout + r.stderr, r.returncode
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out += f"\n[gpu_check] timed out after {timeout} s"
+        code = "timeout"
+    log.write_text(f"$ {' '.join(cmd)}\n\n{out}")
+    tail = [ln for ln in out.strip().splitlines() if ln.strip()]
+    detail = next((ln for ln in reversed(tail) if re.search(r"passed|failed|error|skipped|ERROR SUMMARY", ln)),
+                  tail[-1] if tail else "")
+    return {"name": name, "ok": code == 0, "code": code, "seconds": time.perf_counter() - t0,
+            "detail": detail.strip("= "), "log": str(log)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-sanitizer", action="store_true", help="skip the compute-sanitizer runs")
+    parser.add_argument("--step-timeout", type=int, default=500, help="seconds per step (default 500)")
+    args = parser.parse_args(argv)
+
+    logs = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="evtdsl-gpu-check-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.setdefault("EVTDSL_CACHE_DIR", str(logs / "cache"))
+    py = sys.executable
+    results = []
+
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        results.append(run_step("nvidia-smi", [smi, "-L"], logs, env, 60))
+    gpu = run_step("GPU tests", [py, "-m", "pytest", "-m", "gpu", "tests/test_cuda_gpu.py", "-q", "-rfE",
+                                 "-p", "no:cacheprovider"], logs, env, args.step_timeout)
+    if gpu["ok"] and " passed" not in gpu["detail"]:
+        gpu.update(ok=False, code="no GPU test ran", detail=gpu["detail"] + " (does torch see a GPU?)")
+    results.append(gpu)
+    results.append(run_step("compile and emulation tests",
+                            [py, "-m", "pytest", "tests/test_cuda_codegen.py", "tests/test_cuda_emulate.py",
+                             "tests/test_cuda_kernels.py", "-q", "-rfE", "-p", "no:cacheprovider"],
+                            logs, env, args.step_timeout))
+
+    sanitizer = None if args.no_sanitizer else find_sanitizer()
+    if sanitizer:
+        driver = logs / "sanitizer_driver.py"
+        driver.write_text(DRIVER.format(tests=str(REPO / "tests")))
+        # warm the kernel cache outside the sanitizer, and give waits room under its slowdown
+        results.append(run_step("driver (no sanitizer)", [py, str(driver)], logs, env, args.step_timeout))
+        slow_env = {**env, "EVTDSL_WAIT_TIMEOUT_MS": "600000"}
+        for tool in ("memcheck", "racecheck", "synccheck"):
+            results.append(run_step(f"compute-sanitizer {tool}",
+                                    [sanitizer, "--tool", tool, "--error-exitcode", "99", py, str(driver)],
+                                    logs, slow_env, args.step_timeout))
+    elif not args.no_sanitizer:
+        print("compute-sanitizer not found: skipping the sanitizer runs")
+
+    width = max(len(r["name"]) for r in results)
+    print(f"\nevtdsl CUDA backend check (logs in {logs})")
+    for r in results:
+        status = "PASS" if r["ok"] else f"FAIL ({r['code']})"
+        print(f"  {r['name']:<{width}}  {status:<12} {r['seconds']:7.1f} s  {r['detail'][:100]}")
+    failed = [r for r in results if not r["ok"]]
+    print("all steps passed" if not failed else f"{len(failed)} step(s) failed: "
+          + ", ".join(f"{r['name']} -> {r['log']}" for r in failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

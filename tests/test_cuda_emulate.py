@@ -1,0 +1,268 @@
+"""Generated kernels, run on the host: the generated CUDA C++ with the real runtime headers, compiled by g++
+against the host emulation of the PTX instructions (evtdsl/backends/cuda/emulate: one CTA of std::threads,
+warp-collective ldmatrix/mma per the PTX fragment layouts, cp.async deferred to its wait), launched with
+the real task tables and parameter packing, and compared with the CPU backend. No GPU needed.
+
+Each case runs in a subprocess (a wrong barrier would hang a thread pool, not pytest).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evtdsl as evt
+from evtdsl.backends.cpu.runner import index_tensors, bind_sizes
+from evtdsl.backends.cuda import codegen, launch
+from evtdsl.backends.cuda import tables as TB
+from evtdsl.errors import DeviceTimeoutError, EvtError
+from evtdsl.ir.passes.graph import build_graph
+from evtdsl.ir.types import ScalarType, TensorType
+
+EMULATE = Path(codegen.__file__).parent / "emulate"
+INCLUDE = Path(codegen.__file__).parent / "include"
+NT = 128  # threads per emulated CTA: four warps
+HARNESS = """
+extern "C" int evt_emu_launch(const void* params, int nt, long smem_bytes) {
+  Params p;
+  std::memcpy(&p, params, sizeof(Params));
+  return evt_emu::run_block(nt, smem_bytes, [&] { %s(p); });
+}
+"""
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and launching
+
+
+def build(program, debug: bool = False, nt: int = NT):
+    """(ctypes library, KernelSource) of ``program``'s kernel compiled for the host."""
+    src = codegen.generate(program, arch="sm_90a", num_threads=nt, debug=debug)
+    text = '#include "evt_emu.h"\n' + src.text + HARNESS % src.name
+    h = hashlib.sha256(text.encode())
+    for f in sorted([*EMULATE.iterdir(), *INCLUDE.iterdir()]):
+        h.update(f.read_bytes())
+    out = Path(os.environ.get("EVTDSL_EMU_BUILD", "/tmp/evtdsl-emu")) / f"{src.name}_{h.hexdigest()[:16]}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cpp = out.with_suffix(".cpp")
+        cpp.write_text(text)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w", f"-I{EMULATE}",
+                        f"-I{INCLUDE}", "-o", str(tmp), str(cpp)], check=True)
+        os.replace(tmp, out)
+    lib = ctypes.CDLL(str(out))
+    lib.evt_emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_long]
+    lib.evt_emu_launch.restype = ctypes.c_int
+    return lib, src
+
+
+def run_emulated(mk, args: list, schedule: str = "static", debug: bool = False, verify_counts: bool = True,
+                 nt: int = NT):
+    """Launch ``mk`` on host arrays (written in place) as one CTA of ``nt`` threads; returns (tables, final
+    state) and raises the error the kernel recorded, as the GPU launch does."""
+    program = mk.ir
+    lib, src = build(program, debug, nt)
+    arrays = {p.name: a for p, a in zip(program.params, args) if isinstance(p.type, TensorType)}
+    scalars = {p.name: a for p, a in zip(program.params, args) if isinstance(p.type, ScalarType)}
+    env = bind_sizes(program, arrays, lambda a: a.shape, scalars)
+    index = {n: arrays[n] for n in index_tensors(program)}
+    graph = build_graph(program, env, launch.host_loader(program, index), verify_counts=verify_counts)
+    tables = TB.build_tables(graph, workers=1)
+    state = tables.init_state.copy()
+    ptrs = {n: a.ctypes.data for n, a in tables.arrays.items()}
+    tensors = {n: (a.ctypes.data, a.shape, tuple(s // a.itemsize for s in a.strides)) for n, a in arrays.items()}
+    packed = launch.kernel_params(program, tensors, scalars, env, tables, ptrs, state.ctypes.data,
+                                  schedule == "dynamic")
+    problems = lib.evt_emu_launch(packed, nt, src.smem_bytes)
+    assert problems == 0, f"{problems} emulation check(s) failed (see stderr)"
+    if state[TB.CTL_ERROR]:
+        raise launch.device_error(state, tables, src.index_sites, schedule)
+    launch.check_counters(state, tables)
+    assert tables.done(state).all()
+    return tables, state
+
+
+def poison(a: np.ndarray) -> None:
+    if a.dtype.kind in "iu":
+        a[...] = np.iinfo(a.dtype).min
+    elif a.dtype.kind == "b":
+        a[...] = True
+    else:
+        a[...] = np.nan
+
+
+def compare(mk, args: dict, outputs: tuple[str, ...], schedule: str = "static", rtol: float = 1e-4, nt: int = NT):
+    """Run on the CPU backend and emulated; outputs (poisoned first, unless InOut) must agree. Inputs are
+    shared as they are (views keep their strides)."""
+    cpu = {k: args[k].copy() if k in outputs else v for k, v in args.items()}
+    emu = {k: args[k].copy() if k in outputs else v for k, v in args.items()}
+    for name in outputs:
+        if not mk.ir.param(name).type.inout:
+            poison(emu[name])
+    mk.run(*cpu.values(), backend="cpu", workers=2, schedule=schedule)
+    run_emulated(mk, list(emu.values()), schedule, nt=nt)
+    for name in outputs:
+        a, b = emu[name], cpu[name]
+        if a.dtype.kind in "iub":
+            assert np.array_equal(a, b), f"{name}: {np.argwhere(a != b)[:5].tolist()} differ"
+        else:
+            tol = {2: 1.6e-2, 4: rtol}.get(a.dtype.itemsize, rtol)
+            np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol, atol=tol,
+                                       err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases (each runs in its own process)
+
+
+def case_rowsum(schedule: str) -> None:
+    from evtdsl.examples import rowsum
+
+    rng = np.random.default_rng(1)
+    m, k = 37, 300
+    args = {"x": rng.standard_normal((m, k)).astype(np.float32), "part": np.empty((m, 5), np.float32),
+            "y": np.empty(m, np.float32)}
+    compare(rowsum.rowsum, args, ("part", "y"), schedule)
+    # a strided view: no 16-byte vector applies, every chunk takes the element-wise path
+    args["x"] = rng.standard_normal((m, 2 * k)).astype(np.float32)[:, ::2]
+    compare(rowsum.rowsum, args, ("part", "y"), schedule)
+
+
+def case_gemm_chain(schedule: str) -> None:
+    from evtdsl.examples import gemm_chain
+
+    rng = np.random.default_rng(2)
+    m, k, n, p = 21, 72, 100, 40
+    bf = evt.bf16.np_dtype
+    args = {"x": rng.standard_normal((m, k)).astype(bf), "w1": (rng.standard_normal((n, k)) / 8).astype(bf),
+            "w2": (rng.standard_normal((p, n)) / 10).astype(bf), "g": np.empty((m, n), np.float32),
+            "h": np.empty((m, n), bf), "y": np.empty((m, p), np.float32)}
+    compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3)
+    args["w1"] = (rng.standard_normal((n, k + 3)) / 8).astype(bf)[:, 3:]  # rows not 16-byte aligned
+    compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3)
+
+
+def case_routing(schedule: str) -> None:
+    from evtdsl.examples import routing
+
+    rng = np.random.default_rng(3)
+    t, d, ne = 45, 64, 6
+    expert_of = rng.integers(0, ne, t).astype(np.int32)
+    pos, counts, tile_ptr = routing.route(expert_of, ne)
+    n_pad = int(tile_ptr[-1]) * routing.BM
+    args = {"x": rng.standard_normal((t, d)).astype(np.float32), "expert_of": expert_of, "pos": pos,
+            "counts": counts, "tile_ptr": tile_ptr,
+            "w": (rng.standard_normal((ne, d, d)) / 8).astype(np.float32),
+            "xs": np.zeros((n_pad, d), np.float32), "ys": np.empty((n_pad, d), np.float32),
+            "y": np.empty((t, d), np.float32)}
+    compare(routing.moe_route, args, ("xs", "ys", "y"), schedule)
+
+
+def case_zoo(schedule: str) -> None:
+    from test_cuda_kernels import OUTPUTS, zoo, zoo_inputs
+
+    compare(zoo, zoo_inputs(36, 80), OUTPUTS, schedule, rtol=1e-3)
+    compare(zoo, zoo_inputs(20, 50, seed=1), OUTPUTS, schedule, rtol=1e-3, nt=256)  # the default CTA size
+
+
+def swiglu_inputs(cfg, dtype, m: int, k: int, n: int, seed: int = 5) -> dict:
+    """Arguments of the library's SwiGLU megakernel for ``cfg``: x, w_gate_up, w_down, workspaces, res, y."""
+    from evtdsl.library import swiglu
+
+    rng = np.random.default_rng(seed)
+    d = dtype.np_dtype
+    args = {"x": rng.standard_normal((m, k)).astype(d),
+            "w_gu": (rng.standard_normal((2 * n, k)) / np.sqrt(k)).astype(d),
+            "w_d": (rng.standard_normal((k, n)) / np.sqrt(n)).astype(d)}
+    for w, (shape, kind) in enumerate(swiglu.workspace_shapes(cfg, m, k, n)):
+        args[f"ws{w}"] = np.empty(shape, np.float32 if kind == "f32" else d)
+    args["res"] = rng.standard_normal((m, k)).astype(d)
+    args["y"] = np.empty((m, k), d)
+    return args
+
+
+def case_swiglu(schedule: str) -> None:
+    from evtdsl.library import swiglu
+
+    for cfg, dtype in ((swiglu.Config("fused", bm=16, bn=64), evt.bf16),
+                       (swiglu.Config("two_phase", bm=16, bn=64, chunk=2), evt.f16)):
+        mk = swiglu.megakernel_for(cfg, dtype)
+        args = swiglu_inputs(cfg, dtype, m=5, k=200, n=150)
+        compare(mk, args, ("y",), schedule)
+
+
+def case_timeout(schedule: str) -> None:
+    from test_cuda_kernels import rowsum_counts
+
+    rng = np.random.default_rng(4)
+    m, k = 50, 200
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    counts = np.full(4, 4, np.int32)
+    counts[2] = 5  # E[2] waits for one notification more than its four partials send
+    args = [x, np.empty((m, 4), np.float32), np.empty(m, np.float32), counts]
+    try:
+        run_emulated(rowsum_counts, args, schedule, verify_counts=False)
+    except DeviceTimeoutError as e:
+        msg = str(e)
+        assert "final(i=2)" in msg and "E[2]" in msg and "still usable" in msg, msg
+        assert "all 4 task(s) that notify it ran" in msg, msg
+    else:
+        raise AssertionError("the broken graph did not time out")
+    counts[2] = 4
+    run_emulated(rowsum_counts, args, schedule)
+    np.testing.assert_allclose(args[2], x.astype(np.float64).sum(1), rtol=1e-4, atol=1e-3)
+
+
+def case_debug_index() -> None:
+    from test_cuda_kernels import gather_rows
+
+    idx = np.array([0, 3, 9, 1], np.int32)  # 9 is outside src's 6 rows
+    args = [np.arange(24, dtype=np.float32).reshape(6, 4), idx, np.empty((4, 4), np.float32)]
+    try:
+        run_emulated(gather_rows, args, debug=True)
+    except EvtError as e:
+        assert "out of bounds" in str(e) and e.loc is not None and e.loc.file.endswith("test_cuda_kernels.py"), e
+    else:
+        raise AssertionError("the out-of-bounds index was not reported")
+
+
+CASES = {"rowsum": case_rowsum, "gemm_chain": case_gemm_chain, "routing": case_routing, "zoo": case_zoo,
+         "swiglu": case_swiglu, "timeout": case_timeout}
+
+
+def _isolated(*argv: str, tmp_root: Path) -> None:
+    env = {**os.environ, "EVTDSL_EMU_BUILD": str(tmp_root), "EVTDSL_WAIT_TIMEOUT_MS": "300",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(evt.__file__).parent.parent),
+                                          os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"emulated case {argv} failed:\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def emu_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("emu")
+
+
+@pytest.mark.parametrize("schedule", ["static", "dynamic"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_emulated_matches_cpu(case, schedule, emu_root):
+    _isolated(case, schedule, tmp_root=emu_root)
+
+
+def test_emulated_debug_index_check(emu_root):
+    _isolated("debug_index", tmp_root=emu_root)
+
+
+if __name__ == "__main__":
+    name, *rest = sys.argv[1:]
+    (case_debug_index if name == "debug_index" else CASES[name])(*rest)
