@@ -41,7 +41,7 @@ from ...ir import nodes as N
 from ...ir import ops
 from ...ir.types import ScalarType, TensorType, TileType, shape_of
 from ..cpu.runner import written_tensors
-from .layout import MAX_PARAM_BYTES, SCHED_BYTES, SCHED_FIELDS, param_fields, params_nbytes
+from .layout import MAX_PARAM_BYTES, SCHED_BYTES, param_fields, params_nbytes
 
 
 class TileMemoryError(EvtError):
@@ -1150,8 +1150,6 @@ class KernelGen:
         e("};")
         e(f"static_assert(sizeof(Params) == {nbytes}, \"parameter layout\");")
         e(f"static_assert(sizeof(evt::Sched) == {SCHED_BYTES}, \"evt::Sched layout\");")
-        for k, (fname, _) in enumerate(SCHED_FIELDS):
-            e(f"static_assert(__builtin_offsetof(evt::Sched, {fname}) == {8 * k}, \"evt::Sched.{fname}\");")
         e("")
         smem = max(peaks.values(), default=0)
         min_blocks = max(1, self.min_blocks)
