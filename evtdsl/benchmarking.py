@@ -26,7 +26,7 @@ def read_bandwidth(nbytes: int = 2 << 30, repeats: int = 20) -> float:
     torch = _torch()
     src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
     out = torch.empty((), device="cuda")
-    t = time_callable(lambda: torch.sum(src, out=out), repeats=repeats)
+    t = time_callable(lambda: torch.sum(src, dim=0, out=out), repeats=repeats)
     return nbytes / t
 
 
