@@ -1,5 +1,6 @@
 """The ``evtdsl`` command: ``demo`` runs the examples and checks them against NumPy; ``ir`` prints a
-megakernel's IR; ``build`` compiles a module's megakernels ahead of time (no GPU needed)."""
+megakernel's IR; ``build`` compiles a module's megakernels ahead of time (no GPU needed); ``tune`` measures
+the library's kernel variants on a GPU for the kernel scheduler."""
 from __future__ import annotations
 
 import argparse
@@ -109,6 +110,21 @@ def build(args) -> int:
     return aot.run(args)
 
 
+def tune(args) -> int:
+    if not _gpu_available():
+        print("evtdsl tune measures on a GPU; none was found", file=sys.stderr)
+        return 2
+    from .library import scheduler
+
+    results = scheduler.tune_on_gpu(args.hidden, args.intermediate, args.dtype,
+                                    m_buckets=[int(m) for m in args.m.split(",")])
+    for key, entry in results.items():
+        us = entry["us"]
+        print(f"{key}: {entry['choice']}  ({us[entry['choice']]:.1f} us; torch {us['torch']:.1f} us)")
+    print(f"profile written to {scheduler.user_profile_path()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evtdsl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(p)
     p.set_defaults(func=build)
+    p = sub.add_parser("tune", help="measure the library's variants on this GPU and keep the fastest")
+    p.add_argument("kernel", choices=["swiglu"])
+    p.add_argument("--hidden", type=int, required=True, help="hidden size K")
+    p.add_argument("--intermediate", type=int, required=True, help="intermediate size N")
+    p.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
+    p.add_argument("--m", default="1,2,4,8,16,32,64,128", help="batch sizes (M buckets) to tune")
+    p.set_defaults(func=tune)
     args = parser.parse_args(argv)
     return args.func(args)
 

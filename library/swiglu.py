@@ -146,3 +146,10 @@ def workspace_shapes(cfg: Config, m: int, k: int, n: int) -> list[tuple[tuple[in
     if cfg.strategy == "fused":
         return [((-(-n // cfg.bn), m, k), "f32")]
     return [((m, n), "x"), ((-(-n // (cfg.bn * cfg.chunk)), m, k), "f32")]
+
+
+def evtdsl_megakernels() -> dict[str, evt.Megakernel]:
+    """Every variant the scheduler may pick, for ``evtdsl build evtdsl.library.swiglu``."""
+    from .scheduler import DEFAULT_CONFIGS
+
+    return {f"{c.name}_{d.name}": megakernel_for(c, d) for c in DEFAULT_CONFIGS for d in (evt.bf16, evt.f16)}

@@ -34,9 +34,12 @@ def import_target(target: str) -> ModuleType:
 
 
 def megakernels(module: ModuleType) -> dict[str, Megakernel]:
-    """The module's megakernels by attribute name (each object once)."""
+    """The module's megakernels by attribute name (each object once), plus those its
+    ``evtdsl_megakernels()`` function returns (for modules that build kernels from factories)."""
     found: dict[str, Megakernel] = {}
-    for name, obj in vars(module).items():
+    listed = getattr(module, "evtdsl_megakernels", None)
+    items = list(vars(module).items()) + (list(listed().items()) if callable(listed) else [])
+    for name, obj in items:
         if isinstance(obj, Megakernel) and all(obj is not o for o in found.values()):
             found[name] = obj
     return found
