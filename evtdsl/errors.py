@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import linecache
-import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import knobs
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 # User-level code shipped with evtdsl: its frames stay in tracebacks like any user's.
@@ -118,7 +119,7 @@ def user_facing(fn):
         try:
             return fn(*args, **kwargs)
         except EvtError as e:
-            if os.environ.get("EVTDSL_DEBUG", "0") not in ("", "0"):
+            if knobs.DEBUG.get():
                 raise
             raise e.with_traceback(_strip_internal_frames(e.__traceback__)) from None
 

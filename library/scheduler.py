@@ -6,12 +6,13 @@ path, so an untuned shape is never slower than torch; on the CPU the fused DSL k
 backend, for tests and debugging).
 """
 import json
-import os
 import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable, Union
+
+from evtdsl import knobs
 
 from .swiglu import Config
 
@@ -30,8 +31,7 @@ _SHIPPED = Path(__file__).resolve().parent / "profiles" / "swiglu.json"
 
 
 def user_profile_path() -> Path:
-    root = os.environ.get("EVTDSL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "evtdsl")
-    return Path(root) / "profiles" / "swiglu.json"
+    return knobs.cache_dir() / "profiles" / "swiglu.json"
 
 
 def bucket(m: int) -> int:
