@@ -197,3 +197,11 @@ def test_load_other_and_atomic_add(tmp_path, rng):
     ref = y0 + np.concatenate([np.arange(8)] * 3)[:m] + 0.25
     ref[0] += sum(sums)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_large_int_literal_is_i64(tmp_path):
+    k = build(tmp_path, "big", "evt.store(y, (i * BM, j * BN), x * 3_000_000_000)", "i64", "i64")
+    a = np.arange(13 * 37, dtype=np.int64).reshape(SHAPE) - 200
+    y = np.empty(SHAPE, np.int64)
+    k(a, a, y)
+    np.testing.assert_array_equal(y, a * 3_000_000_000)

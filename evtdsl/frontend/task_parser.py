@@ -262,6 +262,8 @@ class _Builder:
         if isinstance(val, bool):
             return N.Const(ScalarType(dt.bool_), val, True, loc=self.loc(node))
         if isinstance(val, int):
+            if not -2**31 <= val < 2**31:  # too large for i32: an i64 that promotes what it meets
+                return N.Const(ScalarType(dt.i64), val, False, loc=self.loc(node))
             return N.Const(ScalarType(dt.i32), val, True, loc=self.loc(node))
         if isinstance(val, float):
             return N.Const(ScalarType(dt.f32), val, True, loc=self.loc(node))
