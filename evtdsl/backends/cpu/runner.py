@@ -11,7 +11,7 @@ from ... import dtypes as dt
 from ...errors import ArgumentError, EdgeMapError
 from ...ir import dims as D
 from ...ir import nodes as N
-from ...ir.passes.graph import TaskGraph, build_graph
+from ...ir.passes.graph import TaskGraph, build_graph, index_loader
 from ...ir.types import ScalarType, TensorType
 from .checkers import AccessChecker
 from .interpreter import CompiledTask
@@ -164,13 +164,7 @@ def run_cpu(program: N.Program, args: Sequence[Any], workers: int = 4, schedule:
             raise EdgeMapError(f"{name} is read by an edge map, grid or wait count, so it must be an input; tasks "
                                f"{', '.join(writers[name])} write it", program.loc)
 
-    def load(tensor: str, idx: tuple[int, ...]) -> int:
-        arr = arrays[tensor]
-        if len(idx) != arr.ndim or not all(0 <= i < n for i, n in zip(idx, arr.shape)):
-            raise EdgeMapError(f"{tensor}[{', '.join(map(str, idx))}] is out of bounds for shape {list(arr.shape)}",
-                               program.loc)
-        return int(arr[idx])
-
+    load = index_loader(program, arrays)
     graph = build_graph(program, env, load, verify_counts=verify_counts)
 
     compiled = {t.name: CompiledTask(t) for t in program.tasks}

@@ -89,6 +89,19 @@ def _elements(m: EdgeMap, coords: tuple[int, ...], shape: tuple[int, ...], env, 
     return [int(np.ravel_multi_index(ix, shape)) for ix in itertools.product(*axes)]
 
 
+def index_loader(program: Program, arrays: Mapping[str, np.ndarray]) -> Callable[[str, tuple[int, ...]], int]:
+    """``load(tensor, index)`` for ``build_graph``: reads host arrays of the index tensors, bounds-checked."""
+
+    def load(tensor: str, idx: tuple[int, ...]) -> int:
+        arr = arrays[tensor]
+        if len(idx) != arr.ndim or not all(0 <= i < n for i, n in zip(idx, arr.shape)):
+            raise EdgeMapError(f"{tensor}[{', '.join(map(str, idx))}] is out of bounds for shape {list(arr.shape)}",
+                               program.loc)
+        return int(arr[idx])
+
+    return load
+
+
 def build_graph(program: Program, env: Mapping[str, int], load: Callable | None = None,
                 verify_counts: bool = True) -> TaskGraph:
     """``env`` binds every size; ``load(tensor, index)`` reads index tensors for data-dependent maps."""
