@@ -147,8 +147,9 @@ def run_cpu(program: N.Program, args: Sequence[Any], workers: int = 4, schedule:
         if isinstance(p.type, TensorType):
             arr = to_numpy(p.name, a)
             if arr.dtype != p.type.dtype.np_dtype:
+                known = {d.np_dtype: d.name for d in dt.ALL.values()}
                 raise ArgumentError(f"argument {p.name}: expected dtype {p.type.dtype}, got "
-                                    f"{dt.from_numpy(arr.dtype).name if arr.dtype in [d.np_dtype for d in dt.ALL.values()] else arr.dtype}")
+                                    f"{known.get(arr.dtype, arr.dtype)}")
             arrays[p.name] = arr
         else:
             scalars[p.name] = a
