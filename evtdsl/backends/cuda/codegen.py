@@ -17,9 +17,12 @@ Values are rounded to their IR dtype after every op (bf16/f16 math is done in fl
 NumPy backend. Barriers are placed by a hazard tracker over shared-memory byte ranges and global tensors.
 16-bit tiles whose rows are a multiple of 128 bytes get padded rows, so ldmatrix reads are conflict-free.
 A `load` in an innermost `for` loop whose offsets depend only on the loop variable and loop-invariant
-scalars is software-pipelined: cp.async copies 2-3 iterations ahead into a ring of shared-memory stages.
-`dot` uses tensor cores (ldmatrix + mma.sync m16n8k16, f32 accumulation) for bf16/f16 tiles of fitting
-shapes and a plain FMA loop otherwise.
+scalars is software-pipelined: cp.async copies into a ring of 2-6 shared-memory stages (enough to keep
+~40 KB in flight), one barrier per iteration; tile loads are unrolled 16-byte copies, and chunks whose rows
+are all masked out are filled with one vector store. `dot` uses tensor cores (ldmatrix + mma.sync m16n8k16,
+f32 accumulation) for bf16/f16 tiles of fitting shapes and a plain FMA loop otherwise. A float32 tile
+updated in a loop only by `acc = acc + dot(a, b)` (and not otherwise touched there) stays in mma
+fragments in registers for the whole loop: loaded from shared memory before it, stored back after it.
 """
 from __future__ import annotations
 
@@ -54,8 +57,16 @@ _CTYPE = {"bf16": "__nv_bfloat16", "f16": "__half", "f32": "float", "f64": "doub
 # Largest dynamic shared memory per block, by SM version (bytes).
 _SMEM_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448,
                100: 232448, 103: 232448, 110: 232448, 120: 101376, 121: 101376}
-# Bytes of cp.async stages one pipelined loop may hold.
+# Bytes of cp.async stages one pipelined loop may hold, the bytes it aims to keep in flight (Little's law:
+# ~3 TB/s x ~1 us over ~132 SMs is ~23 KB per SM; two CTAs per SM, and latency grows under load), and the
+# most stages.
 _PIPELINE_BYTES = 96 * 1024
+_INFLIGHT_BYTES = 40 * 1024
+_MAX_STAGES = 6
+# Floats per thread that register-resident accumulators of one loop may hold.
+_REG_ACC_FLOATS = 64
+# Tile-load loops are unrolled when each thread copies at most this many 16-byte chunks.
+_UNROLL_CHUNKS = 16
 
 
 def ctype(d: DType) -> str:
@@ -423,6 +434,7 @@ class TaskGen:
         self.scopes: list[dict[str, Val]] = [{}]
         self.tensors: dict[str, _TensorParam] = {}
         self.pipelined: dict[int, Buffer] = {}
+        self.reg_accs: dict[int, tuple[str, Buffer, int]] = {}  # id(dot) -> (fragment array, acc buffer, NJ)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
         self.cur_loc: SourceLoc | None = task.loc
@@ -540,6 +552,9 @@ class TaskGen:
 
     def assign_tile(self, buf: Buffer, name: str, value: N.Expr) -> None:
         acc = self._accumulating_dot(name, value)
+        if acc is not None and id(acc) in self.reg_accs and self.reg_accs[id(acc)][1] is buf:
+            self.dot_into_registers(acc)
+            return
         if acc is not None:
             self.dot(buf, acc.args[0], acc.args[1], accumulate=True)
             return
@@ -616,6 +631,8 @@ class TaskGen:
         if self.haz.dirty:
             self.haz.barrier()
         k = f"v_{s.var}"
+        accs = self.register_accumulators(s)
+        self.open_register_accumulators(accs)
         loads = self.pipeline_candidates(s)
         if loads:
             self.pipelined_loop(s, k, lo_n, hi_n, st, cmp, loads)
@@ -625,6 +642,7 @@ class TaskGen:
             if self.haz.dirty:
                 self.haz.barrier()
             self.e.close()
+        self.close_register_accumulators(accs)
         self.e.close()
 
     def branch(self, s: N.If) -> None:
@@ -672,7 +690,11 @@ class TaskGen:
         return True
 
     def pipelined_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str, loads: list[N.Op]) -> None:
-        S = 3 if 3 * _stage_bytes(loads) <= _PIPELINE_BYTES else 2
+        """Iteration k waits for its stage, passes one barrier (its stage has landed for every thread, and
+        every thread is done with the stage iteration k - 1 read), issues the copies of iteration
+        k + S - 1 into that freed stage, then runs the body: S - 1 stages stay in flight during the body."""
+        stage_bytes = _stage_bytes(loads)
+        S = max(2, min(_MAX_STAGES, _PIPELINE_BYTES // stage_bytes, 1 + -(-_INFLIGHT_BYTES // stage_bytes)))
         sp = self.smem.sp
         rings = []
         for n in loads:
@@ -697,6 +719,8 @@ class TaskGen:
         self.e.close()
         self.e("int evt_stage = 0;")
         self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {st})")
+        self.e(f"evt::cp_async_wait<{S - 2}>();")
+        self.haz.barrier()
         self.e.open("")
         self.e(f"const int evt_kk = {k} + {(S - 1) * st};")
         self.e(f"const int evt_ws = evt_stage == 0 ? {S - 1} : evt_stage - 1;")
@@ -705,17 +729,19 @@ class TaskGen:
         self.e.close()
         self.e("evt::cp_async_commit();")
         self.e.close()
-        self.e(f"evt::cp_async_wait<{S - 1}>();")
-        self.haz.barrier()
         for n, ring, size in rings:
             cur = self.fresh("stage")
             self.e(f"{ctype(n.type.dtype)}* {cur} = {ring.ptr} + evt_stage * {size};")
             self.pipelined[id(n)] = Buffer(cur, n.type.shape, n.type.dtype, ring.region, ring.strides[1:])
         self.block(s.body, {s.var: Val.scalar(k, dt.i32)})
-        self.haz.barrier()
+        # the next iteration's barrier orders this body before the next one and before the copies that
+        # overwrite its stage; what the body did stays pending for the code after the loop
+        body_state = self.haz.state()
         self.e(f"evt_stage = evt_stage == {S - 1} ? 0 : evt_stage + 1;")
         self.e.close()
         self.e("evt::cp_async_wait<0>();")
+        self.haz.restore(body_state)
+        self.haz.op(tuple(ring.region for _, ring, _ in rings), ())
         for n in loads:
             del self.pipelined[id(n)]
         self.smem.sp = sp
@@ -800,7 +826,7 @@ class TaskGen:
         if shape[-1] % vec == 0 and (shape[-1] * d.itemsize) % 16 == 0:
             cv = shape[-1] // vec
             rows = shape[:-1]
-            self.e.open(f"for (int evt_e = threadIdx.x; evt_e < {math.prod(rows) * cv}; evt_e += {self.nt})")
+            self._chunk_loop(math.prod(rows) * cv)
             self.e(f"const int evt_cl = (evt_e % {cv}) * {vec};")
             rc = _unflatten(f"(evt_e / {cv})", rows) if rows else []
             g_rows = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(rc)]
@@ -817,13 +843,18 @@ class TaskGen:
             else:
                 ld = "evt::ld_vec16_ro" if t.readonly else "evt::ld_vec16"
                 self.e(f"evt::st_shared_vec16(evt_d, {ld}(evt_src));")
+            # whole chunks of masked-out rows (a 1-row x in a 16-row tile): one vector store of `other`
+            self.e.close("} else if (!evt_rows) {")
+            self.e.depth += 1
+            self.e(f"evt::st_shared_vec16(evt_d, evt::splat16<{T}>({other}));")
             self.e.close("} else {")
             self.e.depth += 1
             self.e("#pragma unroll")
             self.e.open(f"for (int evt_u = 0; evt_u < {vec}; ++evt_u)")
             u = f"evt_u * {tst}[{last}]"
             ld = f"evt::ld_ro(evt_src + {u})" if t.readonly else f"evt_src[{u}]"
-            self.e(f"evt_d[evt_u] = (evt_rows && evt::inb(evt_gl + evt_u, {ts}[{last}])) ? {ld} : {other};")
+            self.e(f"evt_d[evt_u] = evt::inb(evt_gl + evt_u, {ts}[{last}]) ? {ld} : {other};")
+            self.e.close()
             self.e.close()
             self.e.close()
             self.e.close()
@@ -831,6 +862,20 @@ class TaskGen:
             v = self._fused_load(t, op, o)
             self.element_loop(shape, lambda idx: self.e(f"{dst.at(idx)} = {v(idx)};"))
         self.e.close()
+
+    def _chunk_loop(self, n: int) -> None:
+        """Open a CTA-cooperative loop of ``evt_e`` over ``n`` items: fully unrolled (a compile-time trip count,
+        so that the compiler hoists the address math and issues every copy back to back) when each thread
+        takes at most ``_UNROLL_CHUNKS`` items (more would cost registers). Closed with two ``close()`` calls."""
+        it = -(-n // self.nt)
+        if it > _UNROLL_CHUNKS:
+            self.e.open(f"for (int evt_e = threadIdx.x; evt_e < {n}; evt_e += {self.nt})")
+            self.e.open("")
+            return
+        self.e("#pragma unroll")
+        self.e.open(f"for (int evt_i = 0; evt_i < {it}; ++evt_i)")
+        self.e(f"const int evt_e = threadIdx.x + evt_i * {self.nt};")
+        self.e.open("if (true)" if n % self.nt == 0 else f"if (evt_e < {n})")
 
     def _fused_load(self, t: _TensorParam, op: N.Op, o: list[str]) -> Callable[[Sequence[str]], str]:
         shape = op.type.shape
@@ -858,6 +903,24 @@ class TaskGen:
             v = Val.of_buffer(self.materialize_val(v))
         return v.buf, trans
 
+    def _mma_nj(self, M: int, Nn: int) -> int:
+        nw, n8 = self.nt // 32, Nn // 8
+        return next((j for j in (4, 2) if n8 % j == 0 and (M // 16) * (n8 // j) >= nw), 1)
+
+    def _mma_by_type(self, a_t: DType, b_t: DType, M: int, K: int, Nn: int) -> bool:
+        return (self.kg.arch >= 80 and a_t == b_t and a_t in (dt.bf16, dt.f16)
+                and M % 16 == 0 and Nn % 8 == 0 and K % 16 == 0)
+
+    def _mma_operands(self, a: Buffer, a_t: bool, b: Buffer, b_t: bool) -> tuple[bool, int, bool, int] | None:
+        """(A_KC, A_LD, B_KC, B_LD) of dot_mma, or None when ldmatrix cannot read these buffers."""
+        a_rs, a_cs = (a.strides[1], a.strides[0]) if a_t else a.strides  # A(m, k) = m * a_rs + k * a_cs
+        b_rs, b_cs = (b.strides[1], b.strides[0]) if b_t else b.strides  # B(k, n) = k * b_rs + n * b_cs
+        a_kc, a_ld = (True, a_rs) if a_cs == 1 else (False, a_cs)
+        b_kc, b_ld = (True, b_cs) if b_rs == 1 else (False, b_rs)
+        if (a_kc and a_cs != 1) or (not a_kc and a_rs != 1) or (b_kc and b_rs != 1) or (not b_kc and b_cs != 1):
+            return None
+        return (a_kc, a_ld, b_kc, b_ld) if a_ld % 8 == 0 and b_ld % 8 == 0 else None
+
     def dot(self, dst: Buffer, a_e: N.Expr, b_e: N.Expr, accumulate: bool) -> None:
         """dst (=|+=) a @ b with float32 accumulation."""
         (a, a_t), (b, b_t) = self.dot_operand(a_e), self.dot_operand(b_e)
@@ -868,21 +931,79 @@ class TaskGen:
         b_rs, b_cs = (b.strides[1], b.strides[0]) if b_t else b.strides  # B(k, n) = k * b_rs + n * b_cs
         ldc = dst.strides[0]
         acc = "true" if accumulate else "false"
-        mma = (self.kg.arch >= 80 and a.dtype == b.dtype and a.dtype in (dt.bf16, dt.f16)
-               and M % 16 == 0 and Nn % 8 == 0 and K % 16 == 0)
+        mma = self._mma_operands(a, a_t, b, b_t) if self._mma_by_type(a.dtype, b.dtype, M, K, Nn) else None
         if mma:
-            a_kc, a_ld = (True, a_rs) if a_cs == 1 else (False, a_cs)
-            b_kc, b_ld = (True, b_cs) if b_rs == 1 else (False, b_rs)
-            mma = a_ld % 8 == 0 and b_ld % 8 == 0
-        if mma:
-            nw, n8 = self.nt // 32, Nn // 8
-            nj = next((j for j in (4, 2) if n8 % j == 0 and (M // 16) * (n8 // j) >= nw), 1)
+            a_kc, a_ld, b_kc, b_ld = mma
             T = ctype(a.dtype)
             self.e(f"evt::dot_mma<{M}, {Nn}, {K}, {self.nt}, {acc}, {ldc}, {T}, {str(a_kc).lower()}, {a_ld}, "
-                   f"{str(b_kc).lower()}, {b_ld}, {nj}>({dst.ptr}, {a.ptr}, {b.ptr});")
+                   f"{str(b_kc).lower()}, {b_ld}, {self._mma_nj(M, Nn)}>({dst.ptr}, {a.ptr}, {b.ptr});")
         else:
             self.e(f"evt::dot_fma<{M}, {Nn}, {K}, {self.nt}, {acc}, {ldc}, {ctype(a.dtype)}, {a_rs}, {a_cs}, "
                    f"{ctype(b.dtype)}, {b_rs}, {b_cs}>({dst.ptr}, {a.ptr}, {b.ptr});")
+
+    # -- register-resident accumulators --------------------------------------------------------------
+    def register_accumulators(self, s: N.For) -> list[tuple[str, Buffer, N.Op]]:
+        """The loop's ``acc = acc + dot(a, b)`` statements (top level of the body) whose float32 ``acc`` is a
+        tile from outside the loop that nothing else in the loop reads or writes, and whose dot runs on
+        tensor cores: such an ``acc`` stays in mma fragments (registers) for the whole loop."""
+        found: list[tuple[str, Buffer, N.Op]] = []
+        floats = 0
+        for b in s.body:
+            if not isinstance(b, N.Assign) or not isinstance(b.value.type, TileType):
+                continue
+            d = self._accumulating_dot(b.target, b.value)
+            cur = self.lookup(b.target)
+            if d is None or cur is None or cur.buf is None or any(b.target == f[0] for f in found):
+                continue
+            (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+            if not self._mma_by_type(d.args[0].type.dtype, d.args[1].type.dtype, M, K, Nn):
+                continue
+            if len(cur.buf.shape) != 2 or cur.buf.strides[1] != 1 or cur.buf.dtype != dt.f32:
+                continue
+            others = [x for o in _walk_stmts(s.body) if o is not b for x in _stmt_exprs(o)]
+            if any(b.target in _var_names(x) for x in others) or any(
+                    isinstance(o, N.Assign) and o.target == b.target and o is not b for o in _walk_stmts(s.body)):
+                continue
+            nj = self._mma_nj(M, Nn)
+            jobs = (M // 16) * (Nn // (8 * nj))
+            n = -(-jobs // (self.nt // 32)) * nj * 4
+            if floats + n > _REG_ACC_FLOATS:
+                continue
+            floats += n
+            found.append((b.target, cur.buf, d))
+        return found
+
+    def open_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]]) -> None:
+        for name, buf, d in accs:
+            (M, _), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+            nj = self._mma_nj(M, Nn)
+            jobs = (M // 16) * (Nn // (8 * nj))
+            jpw = -(-jobs // (self.nt // 32))
+            frag = self.fresh("frag")
+            self.haz.op((buf.region,), ())
+            self.e(f"float {frag}[{jpw}][{nj}][4];  // {name}, register-resident in this loop")
+            self.e(f"evt::frag_load<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}>({frag}, {buf.ptr});")
+            self.reg_accs[id(d)] = (frag, buf, nj)
+
+    def close_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]]) -> None:
+        for name, buf, d in accs:
+            frag, _, nj = self.reg_accs.pop(id(d))
+            (M, _), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+            self.haz.op((), (buf.region,))
+            self.e(f"evt::frag_store<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}>({frag}, {buf.ptr});")
+
+    def dot_into_registers(self, d: N.Op) -> None:
+        frag, _, nj = self.reg_accs[id(d)]
+        (a, a_t), (b, b_t) = self.dot_operand(d.args[0]), self.dot_operand(d.args[1])
+        (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+        self.haz.op((a.region, b.region), ())
+        mma = self._mma_operands(a, a_t, b, b_t)
+        if mma is None:
+            raise EvtError("internal error: a register-resident accumulator's dot cannot use tensor cores",
+                           self.cur_loc)
+        a_kc, a_ld, b_kc, b_ld = mma
+        self.e(f"evt::dot_mma_regs<{M}, {Nn}, {K}, {self.nt}, {ctype(a.dtype)}, {str(a_kc).lower()}, {a_ld}, "
+               f"{str(b_kc).lower()}, {b_ld}, {nj}>({frag}, {a.ptr}, {b.ptr});")
 
     # -- reductions ------------------------------------------------------------------------------
     def reduce(self, dst: Buffer, op: N.Op) -> None:

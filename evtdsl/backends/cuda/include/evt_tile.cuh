@@ -24,6 +24,16 @@ __device__ __forceinline__ __half ld_ro(const __half* p) { return __ldg(p); }
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15) == 0; }
 
+// 16 bytes holding copies of v (the fill of a tile chunk whose rows are all masked out).
+template <class T>
+__device__ __forceinline__ uint4 splat16(T v) {
+  uint4 r;
+  T* e = reinterpret_cast<T*>(&r);
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(16 / sizeof(T)); ++i) e[i] = v;
+  return r;
+}
+
 // -- atomic add: the sum in float32 (float tensors) or the tensor's integer type, rounded to the tensor ---
 
 __device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
@@ -77,7 +87,91 @@ __device__ __forceinline__ void dot_fma(float* C, const TA* A, const TB* B) {
 // Tensor-core path for bf16/f16 operands: M % 16 == 0, N % 8 == 0, K % 16 == 0. Each operand is contiguous
 // along k (A_KC: A(m, k) = A[m * A_LD + k]; B_KC: B(k, n) = B[n * B_LD + k]) or along m / n (otherwise:
 // A(m, k) = A[k * A_LD + m], B(k, n) = B[k * B_LD + n]); leading dimensions are multiples of 8 elements
-// and the tiles 16-byte aligned (ldmatrix rows). Warps take 16 x (8 * NJ) output blocks round-robin.
+// and the tiles 16-byte aligned (ldmatrix rows). Warps take 16 x (8 * NJ) output blocks ("jobs")
+// round-robin: warp w takes jobs w, w + NW, ...; JPW jobs at most per warp.
+
+// acc (one 16 x 8NJ block at (m0, n0), mma fragment layout) += A[m0:m0+16, :] @ B[:, n0:n0+8NJ].
+template <int K, class T, bool A_KC, int A_LD, bool B_KC, int B_LD, int NJ>
+__device__ __forceinline__ void mma_block(float (&acc)[NJ][4], const T* A, const T* B, int m0, int n0) {
+  const int lane = threadIdx.x % 32;
+  const int mat = lane >> 3, row = lane & 7;
+#pragma unroll 4
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    unsigned a[4];
+    if (A_KC)
+      ldmatrix_x4(a, A + (m0 + (mat & 1) * 8 + row) * A_LD + k0 + (mat >> 1) * 8, false);
+    else
+      ldmatrix_x4(a, A + (k0 + (mat >> 1) * 8 + row) * A_LD + m0 + (mat & 1) * 8, true);
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      unsigned b[2];
+      const int nb = n0 + j * 8, kh = (mat & 1) * 8;
+      if (B_KC)
+        ldmatrix_x2(b, B + (nb + row) * B_LD + k0 + kh, false);
+      else
+        ldmatrix_x2(b, B + (k0 + kh + row) * B_LD + nb, true);
+      mma_16816<T>(acc[j], a, b);
+    }
+  }
+}
+
+template <int M, int N, int NT, int NJ>
+struct MmaJobs {
+  static constexpr int NW = NT / 32, NG = N / (8 * NJ), JOBS = (M / 16) * NG, JPW = (JOBS + NW - 1) / NW;
+};
+
+// Register-resident accumulator: acc[jj] holds job warp + jj * NW of C (M x N, float) in fragment layout;
+// frag_load / frag_store move it from / to a row-major float tile with leading dimension LDC.
+template <int M, int N, int NT, int NJ, int LDC, bool STORE, int JPW>
+__device__ __forceinline__ void frag_move(float (&acc)[JPW][NJ][4], float* C) {
+  using J = MmaJobs<M, N, NT, NJ>;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r = lane >> 2, c = (lane & 3) * 2;
+#pragma unroll
+  for (int jj = 0; jj < JPW; ++jj) {
+    const int job = warp + jj * J::NW;
+    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
+    const int m0 = (job / J::NG) * 16, n0 = (job % J::NG) * 8 * NJ;
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      float* p = C + (m0 + r) * LDC + n0 + j * 8 + c;
+      if (STORE) {
+        p[0] = acc[jj][j][0];
+        p[1] = acc[jj][j][1];
+        p[8 * LDC] = acc[jj][j][2];
+        p[8 * LDC + 1] = acc[jj][j][3];
+      } else {
+        acc[jj][j][0] = p[0];
+        acc[jj][j][1] = p[1];
+        acc[jj][j][2] = p[8 * LDC];
+        acc[jj][j][3] = p[8 * LDC + 1];
+      }
+    }
+  }
+}
+template <int M, int N, int NT, int NJ, int LDC, int JPW>
+__device__ __forceinline__ void frag_load(float (&acc)[JPW][NJ][4], const float* C) {
+  frag_move<M, N, NT, NJ, LDC, false>(acc, const_cast<float*>(C));
+}
+template <int M, int N, int NT, int NJ, int LDC, int JPW>
+__device__ __forceinline__ void frag_store(float (&acc)[JPW][NJ][4], float* C) {
+  frag_move<M, N, NT, NJ, LDC, true>(acc, C);
+}
+
+// acc (register-resident, as above) += A @ B.
+template <int M, int N, int K, int NT, class T, bool A_KC, int A_LD, bool B_KC, int B_LD, int NJ, int JPW>
+__device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* A, const T* B) {
+  using J = MmaJobs<M, N, NT, NJ>;
+  const int warp = threadIdx.x / 32;
+#pragma unroll
+  for (int jj = 0; jj < JPW; ++jj) {
+    const int job = warp + jj * J::NW;
+    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
+    mma_block<K, T, A_KC, A_LD, B_KC, B_LD, NJ>(acc[jj], A, B, (job / J::NG) * 16, (job % J::NG) * 8 * NJ);
+  }
+}
+
+// C (= or +=) A @ B through shared memory.
 template <int M, int N, int K, int NT, bool ACC, int LDC, class T, bool A_KC, int A_LD, bool B_KC, int B_LD, int NJ>
 __device__ __forceinline__ void dot_mma(float* C, const T* A, const T* B) {
   constexpr int NW = NT / 32, MT = M / 16, NG = N / (8 * NJ);
@@ -87,25 +181,7 @@ __device__ __forceinline__ void dot_mma(float* C, const T* A, const T* B) {
     float acc[NJ][4];
 #pragma unroll
     for (int j = 0; j < NJ; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    const int mat = lane >> 3, row = lane & 7;
-#pragma unroll 2
-    for (int k0 = 0; k0 < K; k0 += 16) {
-      unsigned a[4];
-      if (A_KC)
-        ldmatrix_x4(a, A + (m0 + (mat & 1) * 8 + row) * A_LD + k0 + (mat >> 1) * 8, false);
-      else
-        ldmatrix_x4(a, A + (k0 + (mat >> 1) * 8 + row) * A_LD + m0 + (mat & 1) * 8, true);
-#pragma unroll
-      for (int j = 0; j < NJ; ++j) {
-        unsigned b[2];
-        const int nb = n0 + j * 8, kh = (mat & 1) * 8;
-        if (B_KC)
-          ldmatrix_x2(b, B + (nb + row) * B_LD + k0 + kh, false);
-        else
-          ldmatrix_x2(b, B + (k0 + kh + row) * B_LD + nb, true);
-        mma_16816<T>(acc[j], a, b);
-      }
-    }
+    mma_block<K, T, A_KC, A_LD, B_KC, B_LD, NJ>(acc, A, B, m0, n0);
     const int r = lane >> 2, c = (lane & 3) * 2;
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
