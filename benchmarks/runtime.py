@@ -41,32 +41,39 @@ def chain(y: evt.Tensor[T, evt.f32]):
     link(y, wait=E["t->t"], notify=E[lambda t: (t + 1,)])
 
 
-BM, BN, BK = 16, 64, 64
+BM = 16
 
 
-@evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(N, BN)))
-def up(i, j, x: evt.Tensor[M, K, evt.bf16], w1: evt.Tensor[N, K, evt.bf16], h: evt.Tensor[M, N, evt.bf16]):
-    acc = evt.zeros((BM, BN), evt.f32)
-    for k in range(0, K, BK):
-        acc += evt.dot(evt.load(x, (i * BM, k), (BM, BK)), evt.load(w1, (j * BN, k), (BN, BK)).T)
-    evt.store(h, (i * BM, j * BN), evt.silu(acc))
+def make_gemv_chain(bn_up: int, bk_up: int, bn_down: int, bk_down: int) -> evt.Megakernel:
+    """y = silu(x W1^T) W2^T with up tiles of ``bn_up`` columns and down tiles of ``bn_down`` columns; the
+    down tiles of row block i wait on all up tiles of row block i."""
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(N, bn_up)))
+    def up(i, j, x: evt.Tensor[M, K, evt.bf16], w1: evt.Tensor[N, K, evt.bf16], h: evt.Tensor[M, N, evt.bf16]):
+        acc = evt.zeros((BM, bn_up), evt.f32)
+        for k in range(0, K, bk_up):
+            acc += evt.dot(evt.load(x, (i * BM, k), (BM, bk_up)), evt.load(w1, (j * bn_up, k), (bn_up, bk_up)).T)
+        evt.store(h, (i * BM, j * bn_up), evt.silu(acc))
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(K, bn_down)))
+    def down(i, c, h: evt.Tensor[M, N, evt.bf16], w2: evt.Tensor[K, N, evt.bf16], y: evt.Tensor[M, K, evt.bf16]):
+        acc = evt.zeros((BM, bn_down), evt.f32)
+        for n in range(0, N, bk_down):
+            acc += evt.dot(evt.load(h, (i * BM, n), (BM, bk_down)), evt.load(w2, (c * bn_down, n), (bn_down, bk_down)).T)
+        evt.store(y, (i * BM, c * bn_down), acc)
+
+    @evt.megakernel
+    def gemv_chain(x: evt.Tensor[M, K, evt.bf16], w1: evt.Tensor[N, K, evt.bf16], w2: evt.Tensor[K, N, evt.bf16],
+                   h: evt.Tensor[M, N, evt.bf16], y: evt.Tensor[M, K, evt.bf16]):
+        H = evt.EventTensor((evt.cdiv(M, BM),), wait_count=evt.cdiv(N, bn_up))
+        up(x, w1, h, notify=H["ij->i"])
+        down(h, w2, y, wait=H["ic->i"])
+
+    return gemv_chain
 
 
-@evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(K, BN)))
-def down(i, c, h: evt.Tensor[M, N, evt.bf16], w2: evt.Tensor[K, N, evt.bf16], y: evt.Tensor[M, K, evt.bf16]):
-    acc = evt.zeros((BM, BN), evt.f32)
-    for n in range(0, N, BK):
-        acc += evt.dot(evt.load(h, (i * BM, n), (BM, BK)), evt.load(w2, (c * BN, n), (BN, BK)).T)
-    evt.store(y, (i * BM, c * BN), acc)
-
-
-@evt.megakernel
-def gemv_chain(x: evt.Tensor[M, K, evt.bf16], w1: evt.Tensor[N, K, evt.bf16], w2: evt.Tensor[K, N, evt.bf16],
-               h: evt.Tensor[M, N, evt.bf16], y: evt.Tensor[M, K, evt.bf16]):
-    """y = silu(x W1^T) W2^T; down tiles of row block i wait on all up tiles of row block i."""
-    H = evt.EventTensor((evt.cdiv(M, BM),), wait_count=evt.cdiv(N, BN))
-    up(x, w1, h, notify=H["ij->i"])
-    down(h, w2, y, wait=H["ic->i"])
+CHAIN_CONFIGS = {"up64x64_down64x64": (64, 64, 64, 64), "up32x128_down16x256": (32, 128, 16, 256),
+                 "up64x128_down32x128": (64, 128, 32, 128)}
 
 
 def main():
@@ -120,21 +127,23 @@ def main():
     gen = torch.Generator(device="cuda").manual_seed(0)
     ws = [((torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
            (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
+    chains = {name: make_gemv_chain(*cfg) for name, cfg in CHAIN_CONFIGS.items()}
     for m in (1, 4, 16):
         x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
         h, y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16), torch.empty(m, k, device="cuda", dtype=torch.bfloat16)
-        gemv_chain.run(x, *ws[0], h, y, backend="cuda")
         ref = torch.nn.functional.silu(x.float() @ ws[0][0].float().T).bfloat16().float() @ ws[0][1].float().T
-        err = float((y.float() - ref).norm() / ref.norm())
-        for schedule in ("static", "dynamic"):
-            t = B.time_graph([run(gemv_chain, x, w1, w2, h, y, schedule=schedule) for w1, w2 in ws])
-            nbytes = 2 * n * k * 2
-            t_torch = B.time_graph([lambda w1=w1, w2=w2: torch.nn.functional.silu(x @ w1.T) @ w2.T for w1, w2 in ws])
-            res["gemv_chain"].append({"M": m, "schedule": schedule, "us": t * 1e6, "rel_err": err,
-                                      "frac_copy": nbytes / t / copy_bw, "torch_graph_us": t_torch * 1e6,
-                                      "torch_frac_copy": nbytes / t_torch / copy_bw})
-            print(f"gemv chain M={m:2d} {schedule:7s}: {t * 1e6:7.1f} us, {nbytes / t / copy_bw:4.0%} of copy "
-                  f"(torch graph {t_torch * 1e6:.1f} us, {nbytes / t_torch / copy_bw:.0%}); rel err {err:.1e}")
+        nbytes = 2 * n * k * 2
+        t_torch = B.time_graph([lambda w1=w1, w2=w2: torch.nn.functional.silu(x @ w1.T) @ w2.T for w1, w2 in ws])
+        for name, mk in chains.items():
+            mk.run(x, *ws[0], h, y, backend="cuda")
+            err = float((y.float() - ref).norm() / ref.norm())
+            for schedule in ("static", "dynamic"):
+                t = B.time_graph([run(mk, x, w1, w2, h, y, schedule=schedule) for w1, w2 in ws])
+                res["gemv_chain"].append({"M": m, "config": name, "schedule": schedule, "us": t * 1e6, "rel_err": err,
+                                          "frac_copy": nbytes / t / copy_bw, "torch_graph_us": t_torch * 1e6,
+                                          "torch_frac_copy": nbytes / t_torch / copy_bw})
+                print(f"gemv chain M={m:2d} {name:20s} {schedule:7s}: {t * 1e6:7.1f} us, {nbytes / t / copy_bw:4.0%} of "
+                      f"copy (torch graph {t_torch * 1e6:.1f} us, {nbytes / t_torch / copy_bw:.0%}); rel err {err:.1e}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"runtime-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -151,10 +160,11 @@ def plot(res, path):
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     rows = res["gemv_chain"]
-    for schedule, style in (("static", "o-"), ("dynamic", "s-")):
-        r = [x for x in rows if x["schedule"] == schedule]
-        a.plot([x["M"] for x in r], [x["frac_copy"] for x in r], style, label=f"evtdsl {schedule}")
-    r = [x for x in rows if x["schedule"] == "static"]
+    for name in dict.fromkeys(x["config"] for x in rows):
+        for schedule, style in (("static", "o-"), ("dynamic", "s--")):
+            r = [x for x in rows if x["schedule"] == schedule and x["config"] == name]
+            a.plot([x["M"] for x in r], [x["frac_copy"] for x in r], style, label=f"{name} {schedule}")
+    r = [x for x in rows if x["schedule"] == "static" and x["config"] == rows[0]["config"]]
     a.plot([x["M"] for x in r], [x["torch_frac_copy"] for x in r], "k--", label="torch (CUDA graph)")
     a.axhline(0.85, color="gray", ls=":", label="target 85%")
     a.set_xlabel("M")
