@@ -169,3 +169,18 @@ def tune_on_gpu(k: int, n: int, dtype: str = "bf16", configs: Iterable[Config] =
         return B.time_graph([lambda w=w: run_variant(choice, x, *w, res, sync=False) for w in ws])
 
     return tune(torch.cuda.get_device_name(), k, n, dtype, time_variant, configs, m_buckets, progress)
+
+
+def entries_from_benchmark(result: dict) -> dict:
+    """Profile entries from a ``benchmarks/swiglu.py`` result: per shape and M, the fastest of the torch
+    path (CUDA graph) and the variants that matched torch."""
+    out = {}
+    for row in result["rows"]:
+        us = {TORCH: row["torch_graph_us"]}
+        for name, v in row["variants"].items():
+            if "us" in v and v["rel_err"] < 2e-2:
+                cfg = next(c for c in DEFAULT_CONFIGS if c.name == name)
+                us[encode(cfg)] = v["us"]
+        best = min(us, key=us.get)
+        out[key(result["device"], row["K"], row["N"], "bf16", bucket(row["M"]))] = {"choice": best, "us": us}
+    return out

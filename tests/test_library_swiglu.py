@@ -125,3 +125,14 @@ def test_patched_llama_generates_the_same_tokens():
         got = model.generate(prompt, max_new_tokens=32, do_sample=False)
     assert isinstance(model.model.layers[0].mlp, mlp._PatchedMLP)
     assert torch.equal(got, expected), (got, expected)
+
+
+def test_shipped_profiles_cover_the_benchmark_shapes(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVTDSL_CACHE_DIR", str(tmp_path))  # no user profile: only what ships
+    entries = scheduler.load_profiles()
+    for gpu in ("NVIDIA H100 80GB HBM3", "NVIDIA H200"):
+        for k, n in ((2048, 8192), (4096, 14336), (8192, 3584)):
+            for m in (1, 2, 4, 8, 16, 32, 64, 128):
+                entry = entries[scheduler.key(gpu, k, n, "bf16", m)]
+                # the pick is the measured fastest, so it is never slower than the torch path
+                assert entry["us"][entry["choice"]] <= entry["us"]["torch"]
