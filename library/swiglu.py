@@ -55,7 +55,7 @@ def _reduce(cfg: Config, dtype, P):
 
 
 def _fused(cfg: Config, dtype):
-    BM, BN, BK, BC = cfg.bm, cfg.bn, cfg.bk, cfg.bc
+    BM, BN, BK = cfg.bm, cfg.bn, cfg.bk
 
     @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(N, BN)))
     def ffn(i, j, x: evt.Tensor[M, K, dtype], w_gu: evt.Tensor[N2, K, dtype], w_d: evt.Tensor[K, N, dtype],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import linecache
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from .. import dtypes as dt
 from ..dtypes import DType
@@ -214,14 +214,12 @@ class Task:
             raise ArgumentError(f"task `{t.name}`: {e}", loc) from None
         dims: dict[str, D.IntExpr] = {}
         launch_args: list[tuple[str, N.LaunchArg]] = []
-        deferred: list[str] = []
         for p in t.params:
             a = bound.arguments[p.name]
             if isinstance(p.type, TensorType):
                 launch_args.append((p.name, self._bind_tensor(p, a, dims, loc)))
             else:
                 launch_args.append((p.name, self._bind_scalar(p, a, dims, loc)))
-        del deferred
         for d_ in t.dims:
             if d_ not in dims:
                 raise TypeMismatchError(f"task `{t.name}`: size {d_} is not bound by any argument", loc)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+from ..dtypes import DType
 from ..errors import SourceLoc
 from .dims import IntExpr
 from .types import ScalarType, TensorType, Type
 
-AttrValue = Union[int, float, bool, str, tuple, "DType"]  # noqa: F821
+AttrValue = Union[int, float, bool, str, tuple, DType]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Callable
 from .. import dtypes as dt
 from ..dtypes import DType
 from ..errors import TypeMismatchError
-from .types import VOID, ScalarType, TensorType, TileType, Type, VoidType
+from .types import VOID, ScalarType, TensorType, TileType, Type
 
 BINARY_ARITH = ("add", "sub", "mul", "truediv", "floordiv", "mod", "maximum", "minimum", "pow")
 COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
@@ -359,6 +359,3 @@ for _n in REDUCE:
 
     _reg(_n)(_red)
 
-
-def result_is_void(t: Type) -> bool:
-    return isinstance(t, VoidType)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...errors import SourceLoc
 from ...ir import nodes as N
-from ...ir.types import ScalarType, TensorType, TileType
+from ...ir.types import TensorType, TileType
 from . import semantics as S
 
 Env = dict[str, object]
@@ -210,6 +210,3 @@ def _compile_memory(e: N.Op, attrs) -> Fn:
 
     return load
 
-
-def scalar_value(t: ScalarType, v) -> np.ndarray:
-    return np.asarray(v, dtype=t.dtype.np_dtype)
