@@ -35,9 +35,10 @@ class FusedSwiGLU(nn.Module):
     """``y = down(silu(gate(x)) * up(x))`` (+ ``residual``), one megakernel per call.
 
     ``w_gate_up`` is ``[2N, K]`` with the gate rows first; ``w_down`` is ``[K, N]``; K and N are multiples
-    of 64; bf16 or f16. The kernel scheduler picks the variant per GPU, shape and batch size."""
+    of 64; bf16 or f16. The kernel scheduler picks the variant per GPU, shape and batch size, unless
+    ``variant`` names one (a ``swiglu.Config``, or ``"torch"``) for every call."""
 
-    def __init__(self, w_gate_up: torch.Tensor, w_down: torch.Tensor):
+    def __init__(self, w_gate_up: torch.Tensor, w_down: torch.Tensor, variant: "swiglu.Config | str | None" = None):
         super().__init__()
         if w_gate_up.dim() != 2 or w_down.dim() != 2:
             raise ValueError(f"w_gate_up and w_down are 2-d, got shapes {list(w_gate_up.shape)} and "
@@ -59,13 +60,16 @@ class FusedSwiGLU(nn.Module):
         self.w_gate_up = nn.Parameter(w_gate_up.detach().contiguous(), requires_grad=False)
         self.w_down = nn.Parameter(w_down.detach().contiguous(), requires_grad=False)
         self.hidden, self.intermediate = k, n
+        if variant is not None and variant != TORCH and not isinstance(variant, swiglu.Config):
+            raise ValueError(f"variant: expected a swiglu.Config, 'torch' or None, got {variant!r}")
+        self.variant = variant
 
     @classmethod
-    def from_linear(cls, gate: nn.Linear, up: nn.Linear, down: nn.Linear) -> "FusedSwiGLU":
+    def from_linear(cls, gate: nn.Linear, up: nn.Linear, down: nn.Linear, variant=None) -> "FusedSwiGLU":
         for name, lin in (("gate", gate), ("up", up), ("down", down)):
             if lin.bias is not None:
                 raise ValueError(f"{name} has a bias; the fused SwiGLU has none")
-        return cls(torch.cat([gate.weight, up.weight], dim=0), down.weight)
+        return cls(torch.cat([gate.weight, up.weight], dim=0), down.weight, variant)
 
     def extra_repr(self) -> str:
         return f"hidden={self.hidden}, intermediate={self.intermediate}, dtype={self.w_down.dtype}"
@@ -84,7 +88,7 @@ class FusedSwiGLU(nn.Module):
         if m == 0:
             return x.new_empty(x.shape) if residual is None else residual.clone()
         dt = _DTYPES[x.dtype]
-        choice = scheduler().pick(_device_name(x), self.hidden, self.intermediate, dt.name, m)
+        choice = self.variant or scheduler().pick(_device_name(x), self.hidden, self.intermediate, dt.name, m)
         if choice == TORCH:
             return torch_swiglu(x, self.w_gate_up, self.w_down, residual)
         res = torch.zeros_like(x2) if residual is None else residual.reshape(-1, self.hidden).contiguous()
@@ -123,12 +127,14 @@ class _PatchedMLP(nn.Module):
         return self.fused(x)
 
 
-def patch_model(model: nn.Module) -> int:
+def patch_model(model: nn.Module, variant=None) -> int:
     """Replace every SwiGLU MLP of a transformers Llama / Qwen2 / Mistral model (modules with
-    gate_proj/up_proj/down_proj and a SiLU act_fn) by ``FusedSwiGLU``; returns how many were replaced."""
+    gate_proj/up_proj/down_proj and a SiLU act_fn) by ``FusedSwiGLU``; returns how many were replaced.
+    ``variant`` fixes the variant (see ``FusedSwiGLU``); by default the kernel scheduler picks."""
     targets = [(name, mod) for name, mod in model.named_modules() if _is_swiglu_mlp(mod)]
     for name, mod in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, _PatchedMLP(FusedSwiGLU.from_linear(mod.gate_proj, mod.up_proj, mod.down_proj)))
+        setattr(parent, attr, _PatchedMLP(FusedSwiGLU.from_linear(mod.gate_proj, mod.up_proj, mod.down_proj,
+                                                                            variant)))
     return len(targets)
