@@ -287,6 +287,7 @@ def simulate_protocol(tables: TB.TaskTables, dynamic: bool, seed: int) -> list[i
             ctr[e] -= 1
             if ctr[e] == 0 and dynamic:
                 for v in a["waiter_inst"][a["waiter_ptr"][e]:a["waiter_ptr"][e + 1]]:
+                    v = ~v if v < 0 else v  # ~inst: e is inst's only pending element
                     pending[v] -= 1
                     if pending[v] == 0:
                         ring[tail], tail = int(v), tail + 1

@@ -1277,9 +1277,10 @@ class KernelGen:
         e(f'extern "C" __global__ void __launch_bounds__({self.num_threads}, {min_blocks}) '
           f"{name}(const __grid_constant__ Params p) {{")
         e("  char* evt_smem = evt::dynamic_smem();")
-        e("  evt::persistent_loop(p.sched, [&](int evt_inst) {")
-        e("    const int* c = p.sched.inst_coord + static_cast<long long>(evt_inst) * p.sched.coord_stride;")
-        e("    switch (__ldg(p.sched.inst_launch + evt_inst)) {")
+        maxc = max((len(t.coords) for t in p.tasks), default=0) or 1
+        e(f"  evt::persistent_loop<{maxc}, {self.num_threads}>(p.sched, "
+          "[&](int evt_inst, int evt_launch, const int* c) {")
+        e("    switch (evt_launch) {")
         e.depth = 3
         for li, L in enumerate(p.launches):
             e.mark(L.loc)

@@ -1,7 +1,8 @@
 """Host-built task tables of one launch shape: flat int32 arrays the persistent kernel walks.
 
 From a TaskGraph (``ir.passes.graph.build_graph``): instance -> (launch, coordinates); per instance the
-element ids it waits on and notifies (CSR); per element the instances waiting on it (CSR); the static
+element ids it waits on and notifies (CSR); per element the instances waiting on it (CSR; ~inst for an
+instance whose only pending element it is); the static
 queues (topological order dealt round-robin over the CTAs, as ``cpu.simulator.static_queues``); and the
 initial state the kernel starts from (see ``include/evt_sched.cuh``):
 
@@ -94,13 +95,15 @@ def build_tables(graph: TaskGraph, workers: int) -> TaskTables:
         coords[inst.id, :len(inst.coords)] = inst.coords
     wait_ptr, wait_elem = _csr([[base[e] + f for e, f in w] for w in g.waits])
     notify_ptr, notify_elem = _csr([[base[e] + f for e, f in w] for w in g.notifies])
-    waiters: list[list[int]] = [[] for _ in range(nel)]
-    for (e, f), who in g.waiters.items():
-        waiters[base[e] + f] = list(who)
-    waiter_ptr, waiter_inst = _csr(waiters)
     queue_ptr, queue_inst = _csr([g.order[w::workers] for w in range(workers)])
     counts = np.concatenate([g.wait_counts[ev.name] for ev in g.program.events]) if nel else np.zeros(0, np.int64)
     pending = np.array([sum(1 for e, f in w if counts[base[e] + f] > 0) for w in g.waits], dtype=np.int64)
+    # A waiter for which this element is its only pending one is stored as ~inst: when the element fires,
+    # the kernel pushes it without waiting for the result of the pending decrement.
+    waiters: list[list[int]] = [[] for _ in range(nel)]
+    for (e, f), who in g.waiters.items():
+        waiters[base[e] + f] = [~w if pending[w] == 1 else w for w in who]
+    waiter_ptr, waiter_inst = _csr(waiters)
     ready = [i for i in g.order if pending[i] == 0]
     ring = np.full(n, -1, dtype=np.int64)
     ring[:len(ready)] = ready

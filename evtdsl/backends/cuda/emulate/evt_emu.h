@@ -87,6 +87,7 @@ int run_block(int nt, long smem_bytes, F body) {
 
 #define threadIdx (evt_emu::thread_idx)
 inline const evt_dim3 blockIdx{0, 0, 0};
+inline const evt_dim3 gridDim{1, 1, 1};
 
 inline void __syncthreads() { evt_emu::block->bar.arrive_and_wait(); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }

@@ -6,9 +6,13 @@
 //   the element has fired at zero.
 // - static schedule: CTA b runs queue_inst[queue_ptr[b] .. queue_ptr[b + 1]) in order, waiting on each
 //   instance's elements (acquire loads, __nanosleep back-off, bounded by timeout_ns on %globaltimer).
+// - per task, thread 0 reads the instance's tables with independent loads (the next static queue entry is
+//   prefetched a task ahead) and publishes launch, coordinates and notify range in shared memory.
 // - dynamic schedule: pending[i] counts i's wait elements that have not fired; ring holds ready instances.
-//   Each instance is pushed exactly once, so the ring never wraps: a CTA takes a ticket (atomic head) and
-//   waits for that slot to be filled; a ticket >= num_instances means all work is taken, and it exits.
+//   Each instance is pushed exactly once, so the ring never wraps: a CTA takes a ticket (its first is its
+//   blockIdx.x, later ones gridDim.x + atomic head) and waits for that slot to be filled; a ticket >=
+//   num_instances means all work is taken, and it exits.
+//   When a notify fires an element, all threads of the notifying CTA push its waiters in parallel.
 // - errors: the first CTA that fails CASes its code into ctl[CTL_ERROR], writes instance, element and extra,
 //   and raises ctl[CTL_ABORT]; every CTA polls the abort flag in its spin loops and between tasks, so all
 //   exit and the host can read the record after the kernel ends.
@@ -76,8 +80,9 @@ __device__ __noinline__ void raise_error(int* ctl, int code, int inst, int elem,
   atomicExch(ctl + CTL_ABORT, 1);
 }
 
-// Spin (acquire loads, __nanosleep back-off) until *p satisfies ready(v). False on abort or timeout; a
-// timeout raises `code` with (inst, elem, extra).
+// Spin (acquire loads, short __nanosleep back-off capped at 128 ns) until *p satisfies ready(v). The abort
+// flag and %globaltimer are checked every 8th poll, off the fast path. False on abort or timeout; a timeout
+// raises `code` with (inst, elem, extra).
 template <class Ready>
 __device__ __forceinline__ bool spin_until(const Sched& s, const int* p, Ready ready, int code, int inst, int elem,
                                            int extra, int* value) {
@@ -88,90 +93,180 @@ __device__ __forceinline__ bool spin_until(const Sched& s, const int* p, Ready r
   }
   int* ctl = s.state;
   const unsigned long long t0 = globaltimer();
-  unsigned ns = 32;
-  for (;;) {
+  unsigned ns = 16;
+  for (unsigned it = 1;; ++it) {
     __nanosleep(ns);
-    if (ns < 256) ns *= 2;
+    if (ns < 128) ns *= 2;
     v = ld_acquire(p);
     if (ready(v)) {
       *value = v;
       return true;
     }
-    if (aborted(ctl)) return false;
-    if (globaltimer() - t0 > static_cast<unsigned long long>(s.timeout_ns)) {
-      raise_error(ctl, code, inst, elem, extra);
-      return false;
+    if ((it & 7) == 0) {
+      if (aborted(ctl)) return false;
+      if (globaltimer() - t0 > static_cast<unsigned long long>(s.timeout_ns)) {
+        raise_error(ctl, code, inst, elem, extra);
+        return false;
+      }
     }
   }
 }
 
-// Thread 0: the next instance this CTA runs, with all its events fired; -1 when there is none (or on abort).
-__device__ __forceinline__ int next_instance(const Sched& s, int& qpos, int qend) {
-  int* ctl = s.state;
-  if (aborted(ctl)) return -1;
-  int v;
+// Fired elements whose waiters one dynamic-schedule task hands to all its threads to push (more are pushed by
+// thread 0 alone).
+constexpr int MAX_FIRED = 32;
+
+// What thread 0 publishes to its CTA for each task (shared memory): the instance (-1: exit), its launch and
+// coordinates, its notify range and first notify element (prefetched before the task body runs), and in the
+// dynamic schedule the elements its notifies fired.
+template <int MAXC>
+struct TaskSlot {
+  int inst, launch, n0, n1, nel0, nfired, wp0, wp1;
+  int coord[MAXC];
+  int fired[MAX_FIRED];
+};
+
+// Thread 0: read instance `inst`'s tables (all independent loads, issued together) and, in the static schedule,
+// wait for its elements; fill `slot`. False on abort or timeout.
+template <int MAXC>
+__device__ __forceinline__ bool prepare_instance(const Sched& s, int inst, TaskSlot<MAXC>& slot) {
+  const int ab = *reinterpret_cast<const volatile int*>(s.state + CTL_ABORT);
+  const int launch = __ldg(s.inst_launch + inst);
+  const int n0 = __ldg(s.notify_ptr + inst), n1 = __ldg(s.notify_ptr + inst + 1);
+  int w0 = 0, w1 = 0;
   if (!s.dynamic) {
-    if (qpos >= qend) return -1;
-    const int inst = __ldg(s.queue_inst + qpos++);
-    const int w1 = __ldg(s.wait_ptr + inst + 1);
-    for (int w = __ldg(s.wait_ptr + inst); w < w1; ++w) {
-      const int el = __ldg(s.wait_elem + w);
-      if (!spin_until(s, counters(s) + el, [](int c) { return c <= 0; }, ERR_WAIT_TIMEOUT, inst, el, 0, &v))
-        return -1;
-    }
-    return inst;
+    w0 = __ldg(s.wait_ptr + inst);
+    w1 = __ldg(s.wait_ptr + inst + 1);
   }
-  const int ticket = atomicAdd(ctl + CTL_HEAD, 1);
+  int c[MAXC];
+  const int* cp = s.inst_coord + static_cast<long long>(inst) * s.coord_stride;
+#pragma unroll
+  for (int k = 0; k < MAXC; ++k) c[k] = k < s.coord_stride ? __ldg(cp + k) : 0;
+  const int nel0 = n0 < n1 ? __ldg(s.notify_elem + n0) : -1;
+  int v;
+  for (int w = w0; w < w1; ++w) {
+    const int el = __ldg(s.wait_elem + w);
+    if (!spin_until(s, counters(s) + el, [](int x) { return x <= 0; }, ERR_WAIT_TIMEOUT, inst, el, 0, &v))
+      return false;
+  }
+  if (ab) return false;
+  slot.launch = launch;
+  slot.n0 = n0;
+  slot.n1 = n1;
+  slot.nel0 = nel0;
+#pragma unroll
+  for (int k = 0; k < MAXC; ++k) slot.coord[k] = c[k];
+  return true;
+}
+
+// Thread 0, dynamic schedule: take a ticket and wait for its ready-queue slot; -1 when all work is taken.
+// The first ticket of CTA b is b (as the static schedule deals its first instances), so the instances ready at
+// the start spread over the SMs like static queues; later tickets come from the atomic head, after gridDim.x.
+__device__ __forceinline__ int take_ticket(const Sched& s, bool first) {
+  int* ctl = s.state;
+  const int ticket = first ? static_cast<int>(blockIdx.x) : static_cast<int>(gridDim.x) + atomicAdd(ctl + CTL_HEAD, 1);
   if (ticket >= s.num_instances) return -1;
+  int v;
   if (!spin_until(s, ring(s) + ticket, [](int i) { return i >= 0; }, ERR_QUEUE_TIMEOUT, -1, -1, ticket, &v))
     return -1;
   return v;
 }
 
-// Thread 0, after the task body and a CTA barrier: release the task's writes through its notifies; in the
-// dynamic schedule, push every waiter whose last pending element just fired.
-__device__ __forceinline__ void finish_instance(const Sched& s, int inst) {
+// A waiter of an element that just fired: push it if that was its last pending element. Entry ~w marks an
+// element that is w's only pending one (host tables): push at once; the decrement's result is not needed.
+__device__ __forceinline__ void push_if_ready(const Sched& s, int w) {
+  if (w < 0) {
+    w = ~w;
+    atomicAdd(pending(s) + w, -1);
+  } else if (atom_add_acq_rel(pending(s) + w, -1) != 1) {
+    return;
+  }
+  st_release(ring(s) + atomicAdd(s.state + CTL_TAIL, 1), w);
+}
+
+// Thread 0, after the task body and a CTA barrier: release the task's writes through its notifies (each an
+// acq_rel atomic, cumulative over the CTA's writes ordered by the barrier). Returns how many fired elements
+// with waiters it left in slot.fired (dynamic schedule; beyond MAX_FIRED it pushes their waiters itself).
+template <int MAXC>
+__device__ __forceinline__ int notify_instance(const Sched& s, int inst, TaskSlot<MAXC>& slot) {
   int* ctl = s.state;
-  __threadfence();
-  const int n1 = __ldg(s.notify_ptr + inst + 1);
-  for (int n = __ldg(s.notify_ptr + inst); n < n1; ++n) {
-    const int el = __ldg(s.notify_elem + n);
+  int nf = 0;
+  const int n0 = slot.n0, n1 = slot.n1;
+  int wp0 = 0, wp1 = 0;  // waiters of the first notify element, loaded while its atomic is in flight
+  if (s.dynamic && n0 < n1) {
+    wp0 = __ldg(s.waiter_ptr + slot.nel0);
+    wp1 = __ldg(s.waiter_ptr + slot.nel0 + 1);
+  }
+  for (int n = n0; n < n1; ++n) {
+    const int el = n == n0 ? slot.nel0 : __ldg(s.notify_elem + n);
     const int old = atom_add_acq_rel(counters(s) + el, -1);
     if (old <= 0) {
       raise_error(ctl, ERR_OVER_NOTIFY, inst, el, old - 1);
       continue;
     }
     if (old != 1 || !s.dynamic) continue;
-    const int e1 = __ldg(s.waiter_ptr + el + 1);
-    for (int e = __ldg(s.waiter_ptr + el); e < e1; ++e) {
-      const int w = __ldg(s.waiter_inst + e);
-      if (atom_add_acq_rel(pending(s) + w, -1) == 1) st_release(ring(s) + atomicAdd(ctl + CTL_TAIL, 1), w);
+    if (nf < MAX_FIRED) {
+      slot.fired[nf++] = el;
+    } else {
+      const int e1 = __ldg(s.waiter_ptr + el + 1);
+      for (int e = __ldg(s.waiter_ptr + el); e < e1; ++e) push_if_ready(s, __ldg(s.waiter_inst + e));
     }
   }
+  slot.wp0 = wp0;
+  slot.wp1 = wp1;
   done_flags(s)[inst] = 1;
+  return nf;
 }
 
-// The persistent loop every CTA runs: take an instance, wait, run(inst) with all threads, notify.
-template <class Run>
+// The persistent loop every CTA (NT threads) runs: thread 0 takes an instance (the static queue's next id is
+// prefetched a task ahead), reads its tables and waits; all threads run(inst, launch, coords); thread 0
+// notifies; in the dynamic schedule all threads then push the waiters of fired elements in parallel.
+template <int MAXC, int NT, class Run>
 __device__ __forceinline__ void persistent_loop(const Sched& s, Run run) {
-  __shared__ int s_inst;
-  int qpos = 0, qend = 0;
-  if (threadIdx.x == 0 && !s.dynamic) {
+  __shared__ TaskSlot<MAXC> slot;
+  const bool lead = threadIdx.x == 0;
+  int qpos = 0, qend = 0, nid = -1;
+  bool first = true;
+  if (lead && !s.dynamic) {
     qpos = __ldg(s.queue_ptr + blockIdx.x);
     qend = __ldg(s.queue_ptr + blockIdx.x + 1);
+    nid = qpos < qend ? __ldg(s.queue_inst + qpos) : -1;
   }
   for (;;) {
-    if (threadIdx.x == 0) {
-      const int inst = next_instance(s, qpos, qend);
-      if (inst >= 0) __threadfence();
-      s_inst = inst;
+    if (lead) {
+      int inst;
+      if (s.dynamic) {
+        inst = take_ticket(s, first);
+        first = false;
+      } else {
+        inst = nid;
+        if (inst >= 0 && ++qpos < qend) nid = __ldg(s.queue_inst + qpos);
+        else nid = -1;
+      }
+      if (inst >= 0 && !prepare_instance(s, inst, slot)) inst = -1;
+      slot.inst = inst;
     }
     __syncthreads();
-    const int inst = s_inst;
+    const int inst = slot.inst;
     if (inst < 0) return;
-    run(inst);
+    const int* coord =
+        MAXC >= s.coord_stride ? slot.coord : s.inst_coord + static_cast<long long>(inst) * s.coord_stride;
+    run(inst, slot.launch, coord);
     __syncthreads();
-    if (threadIdx.x == 0) finish_instance(s, inst);
+    if (!s.dynamic) {
+      if (lead) notify_instance(s, inst, slot);
+      continue;
+    }
+    if (lead) slot.nfired = notify_instance(s, inst, slot);
+    __syncthreads();
+    const int nf = slot.nfired;
+    for (int f = 0; f < nf; ++f) {
+      const int el = slot.fired[f];
+      const bool pre = f == 0 && el == slot.nel0;  // the first notify element's range is in the slot
+      const int e1 = pre ? slot.wp1 : __ldg(s.waiter_ptr + el + 1);
+      for (int e = (pre ? slot.wp0 : __ldg(s.waiter_ptr + el)) + threadIdx.x; e < e1; e += NT)
+        push_if_ready(s, __ldg(s.waiter_inst + e));
+    }
   }
 }
 
