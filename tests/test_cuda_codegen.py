@@ -24,7 +24,7 @@ from evtdsl.backends.cuda import tables as TB
 from evtdsl.backends.cuda.aot import megakernels
 from evtdsl.backends.cuda.layout import SCHED_FIELDS, pack_params, param_fields, params_nbytes
 from evtdsl.frontend.megakernel import Megakernel
-from evtdsl.ir.passes.graph import build_graph
+from evtdsl.ir.passes.graph import build_graph, index_loader
 from evtdsl.ir.types import TensorType
 
 pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
@@ -302,7 +302,7 @@ def _graph(mk, args):
     env = bind_sizes(program, arrays, lambda a: a.shape, scalars)
     from evtdsl.backends.cpu.runner import index_tensors
 
-    load = launch.host_loader(program, {n: arrays[n] for n in index_tensors(program)})
+    load = index_loader(program, {n: arrays[n] for n in index_tensors(program)})
     return build_graph(program, env, load), env, scalars, arrays
 
 
@@ -346,7 +346,7 @@ def test_timeout_diagnosis_names_task_and_event():
     program = rowsum_counts.ir
     arrays = {p.name: a for p, a in zip(program.params, args)}
     env = bind_sizes(program, arrays, lambda a: a.shape, {})
-    g = build_graph(program, env, launch.host_loader(program, {"counts": counts}), verify_counts=False)
+    g = build_graph(program, env, index_loader(program, {"counts": counts}), verify_counts=False)
     tables = TB.build_tables(g, 2)
     state = tables.init_state.copy()
     # the end state of a run in which every task but final(i=2) ran

@@ -23,7 +23,7 @@ from evtdsl.backends.cpu.runner import index_tensors, bind_sizes
 from evtdsl.backends.cuda import codegen, launch
 from evtdsl.backends.cuda import tables as TB
 from evtdsl.errors import DeviceTimeoutError, EvtError
-from evtdsl.ir.passes.graph import build_graph
+from evtdsl.ir.passes.graph import build_graph, index_loader
 from evtdsl.ir.types import ScalarType, TensorType
 
 EMULATE = Path(codegen.__file__).parent / "emulate"
@@ -76,7 +76,7 @@ def run_emulated(mk, args: list, schedule: str = "static", debug: bool = False, 
     scalars = {p.name: a for p, a in zip(program.params, args) if isinstance(p.type, ScalarType)}
     env = bind_sizes(program, arrays, lambda a: a.shape, scalars)
     index = {n: arrays[n] for n in index_tensors(program)}
-    graph = build_graph(program, env, launch.host_loader(program, index), verify_counts=verify_counts)
+    graph = build_graph(program, env, index_loader(program, index), verify_counts=verify_counts)
     tables = TB.build_tables(graph, workers=1)
     state = tables.init_state.copy()
     ptrs = {n: a.ctypes.data for n, a in tables.arrays.items()}

@@ -26,7 +26,7 @@ from ... import knobs
 from ...dtypes import DType
 from ...errors import ArgumentError, DeviceTimeoutError, EdgeMapError, EventCountError, EvtError
 from ...ir import nodes as N
-from ...ir.passes.graph import TaskGraph, build_graph
+from ...ir.passes.graph import TaskGraph, build_graph, index_loader
 from ...ir.types import ScalarType, TensorType
 from ..cpu.runner import index_tensors, bind_sizes, written_tensors
 from . import tables as TB
@@ -248,18 +248,6 @@ def _check_launch_shapes(program: N.Program, env: dict[str, int], load, args: di
                                         f"({q.type}), but {arg} has shape {list(args[arg].shape)}", L.loc)
 
 
-def host_loader(program: N.Program, index_arrays: dict[str, np.ndarray]):
-    """``load(tensor, index)`` for build_graph, reading host copies of the index tensors."""
-    def load(tensor: str, idx: tuple[int, ...]) -> int:
-        arr = index_arrays[tensor]
-        if len(idx) != arr.ndim or not all(0 <= i < n for i, n in zip(idx, arr.shape)):
-            raise EdgeMapError(f"{tensor}[{', '.join(map(str, idx))}] is out of bounds for shape {list(arr.shape)}",
-                               program.loc)
-        return int(arr[idx])
-
-    return load
-
-
 def _tables(program: N.Program, env: dict[str, int], args: dict[str, _Arg], memory: _Memory, workers: int | None,
             capacity: int, verify_counts: bool) -> _DeviceTables:
     index_names = sorted(index_tensors(program))
@@ -278,7 +266,7 @@ def _tables(program: N.Program, env: dict[str, int], args: dict[str, _Arg], memo
         if name in writers:
             raise EdgeMapError(f"{name} is read by an edge map, grid or wait count, so it must be an input; tasks "
                                f"{', '.join(writers[name])} write it", program.loc)
-    load = host_loader(program, index_arrays)
+    load = index_loader(program, index_arrays)
     _check_launch_shapes(program, env, load, args)
     graph = build_graph(program, env, load, verify_counts=verify_counts)
     n = len(graph.instances)
