@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 import evtdsl as evt
+from evtdsl.examples.rowsum import BK, BM, K, M, final, partial
 from evtdsl.ir import nodes as N
 from evtdsl.ir import ops
 
@@ -117,23 +118,6 @@ def zoo(a: evt.Tensor[R, C, evt.bf16], b: evt.Tensor[R, C, evt.f32], h: evt.Tens
     ints(p, q, s8, iout, out8, big, cnt, hi, cnt64)
     shapes(a, w, idx, mout, red, tot, wide, firsts)
     control(b, cout, n)
-
-
-M, K, MT = evt.dim("M"), evt.dim("K"), evt.dim("MT")
-BM, BK = 16, 64
-
-
-@evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(K, BK)))
-def partial(i, k, x: evt.Tensor[M, K, evt.f32], part: evt.Tensor[M, MT, evt.f32]):
-    evt.store(part, (i * BM, k), evt.sum(evt.load(x, (i * BM, k * BK), (BM, BK)), axis=1, keepdims=True))
-
-
-@evt.task(grid=(evt.cdiv(M, BM),))
-def final(i, part: evt.Tensor[M, MT, evt.f32], y: evt.Tensor[M, evt.f32]):
-    acc = evt.zeros((BM,), evt.f32)
-    for k in range(MT):
-        acc += evt.sum(evt.load(part, (i * BM, k), (BM, 1)), axis=1)
-    evt.store(y, (i * BM,), acc)
 
 
 @evt.megakernel
