@@ -420,6 +420,16 @@ class _TensorParam:
         return None if self.readonly else Region("g", name=self.group)
 
 
+@dataclass
+class _CopyPlan:
+    tensor: _TensorParam
+    pid: str
+    it: int
+    ndim: int
+    lead: int
+    cols: int
+
+
 class TaskGen:
     """Emits one ``__device__`` function for a TaskDef."""
 
@@ -702,12 +712,18 @@ class TaskGen:
             rings.append((n, ring, ring.strides[0]))
         self.e(f"// cp.async pipeline: {len(loads)} load(s), {S} stages")
 
+        plans = {id(n): self.copy_plan(n, s.var, ring, S) for n, ring, _ in rings}
+
         def issue(kk: str, stage: str) -> None:
             self.scopes.append({s.var: Val.scalar(kk, dt.i32)})
             for n, ring, size in rings:
                 stage_buf = Buffer(f"({ring.ptr} + {stage} * {size})", n.type.shape, n.type.dtype, ring.region,
                                    ring.strides[1:])
-                self.load_tile(stage_buf, n, asynchronous=True)
+                plan = plans[id(n)]
+                if plan is None:
+                    self.load_tile(stage_buf, n, asynchronous=True)
+                else:
+                    self.planned_copy(plan, stage_buf, n)
             self.scopes.pop()
 
         self.e.open(f"for (int evt_s = 0; evt_s < {S - 1}; ++evt_s)")
@@ -745,6 +761,92 @@ class TaskGen:
         for n in loads:
             del self.pipelined[id(n)]
         self.smem.sp = sp
+
+    def copy_plan(self, n: N.Op, var: str, ring: Buffer, S: int) -> "_CopyPlan | None":
+        """Per-thread copy plan of a pipelined load whose offsets depend on the loop variable only in the last
+        dimension (a weight tile walking along K): each thread's chunk offsets (relative to the tile origin,
+        in global and shared memory) and which of its chunks lie in in-bounds rows are computed once, before
+        the loop. Chunks of rows that are out of bounds (rows past M) are filled with ``other`` once, in every
+        stage; a stage whose columns are in bounds and aligned then costs one cp.async per chunk and nothing
+        else. Other stages (the last, partial one) take the general path, which writes the same values."""
+        t = self.tensors[n.args[0].name]
+        shape, d = n.type.shape, n.type.dtype
+        vec = 16 // d.itemsize
+        if shape[-1] % vec:
+            return None
+        offs = n.args[1:]
+        if any(isinstance(x, N.Var) and x.name == var for off in offs[:-1] for x in _expr_nodes(off)):
+            return None
+        cv, rows = shape[-1] // vec, shape[:-1]
+        nchunks = math.prod(rows) * cv
+        it = -(-nchunks // self.nt)
+        if it > _UNROLL_CHUNKS or it > 32:
+            return None
+        nd, lead, last = t.type.ndim, t.type.ndim - len(shape), t.type.ndim - 1
+        ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
+        inv = self.offsets(t, offs[:-1])
+        pid = self.fresh("plan")
+        rel, dst, ok, real = f"{pid}_rel", f"{pid}_dst", f"{pid}_ok", f"{pid}_in"
+        T = ctype(d)
+        self.e(f"// copy plan of `{t.name}` ({'x'.join(map(str, shape))} tile, {it} chunk(s) per thread): offsets "
+               f"hoisted out of the loop, out-of-bounds rows filled once")
+        self.e(f"int {rel}[{it}];  // 32-bit: the fast path is taken only when the tile spans < 2^31 elements")
+        self.e(f"int {dst}[{it}];")
+        self.e(f"unsigned {ok} = 0u, {real} = 0u;")
+        self.e(f"const long long {pid}_org = " + " + ".join(
+            [f"{x} * {tst}[{a}]" for a, x in enumerate(inv)] or ["0"]) + ";")
+        row_strides_ok = " && ".join(f"{tst}[{a}] >= 0 && ({tst}[{a}] * {d.itemsize}) % 16 == 0"
+                                     for a in range(lead, last))
+        span = " + ".join(f"{n - 1}LL * {tst}[{lead + k}]" for k, n in enumerate(rows) if n > 1) or "0LL"
+        self.e(f"const bool {pid}_al = {tst}[{last}] == 1" + (f" && {row_strides_ok}" if row_strides_ok else "")
+               + f" && {span} + {shape[-1]} < 2147483647LL;")
+        self.e("#pragma unroll")
+        self.e.open(f"for (int evt_i = 0; evt_i < {it}; ++evt_i)")
+        self.e(f"const int evt_e = threadIdx.x + evt_i * {self.nt};")
+        self.e(f"const int evt_cl = (evt_e % {cv}) * {vec};")
+        rc = _unflatten(f"(evt_e / {cv})", rows) if rows else []
+        self.e(f"{rel}[evt_i] = static_cast<int>(" + " + ".join(
+            [f"(long long){c} * {tst}[{lead + k}]" for k, c in enumerate(rc)] + ["evt_cl"]) + ");")
+        self.e(f"{dst}[evt_i] = {_lin([*rc, 'evt_cl'], ring.strides[1:])};")
+        g_rows = inv[:lead] + [f"({inv[lead + k]} + {c})" if c != "0" else inv[lead + k] for k, c in enumerate(rc)]
+        row_ok = " && ".join(f"evt::inb({x}, {ts}[{a}])" for a, x in enumerate(g_rows)) or "true"
+        self.e.open(f"if (evt_e < {nchunks})")
+        self.e(f"{real} |= 1u << evt_i;")
+        self.e(f"if ({row_ok}) {ok} |= 1u << evt_i;")
+        self.e.close()
+        self.e.close()
+        if nchunks % self.nt or rows:
+            other = literal(n.attr("other", 0), d)
+            self.haz.op((), (ring.region,))
+            self.e("#pragma unroll")
+            self.e.open(f"for (int evt_s = 0; evt_s < {S}; ++evt_s)")
+            self.e("#pragma unroll")
+            self.e.open(f"for (int evt_i = 0; evt_i < {it}; ++evt_i)")
+            self.e(f"if ((({real} & ~{ok}) >> evt_i) & 1u) evt::st_shared_vec16({ring.ptr} + evt_s * "
+                   f"{ring.strides[0]} + {dst}[evt_i], evt::splat16<{T}>({other}));")
+            self.e.close()
+            self.e.close()
+        return _CopyPlan(t, pid, it, nd, lead, shape[-1])
+
+    def planned_copy(self, plan: "_CopyPlan", stage: Buffer, n: N.Op) -> None:
+        t, pid = plan.tensor, plan.pid
+        last = plan.ndim - 1
+        self.e.open("")
+        (o_last,) = self.offsets(t, n.args[-1:])
+        T = ctype(n.type.dtype)
+        self.e(f"const {T}* evt_pb = {t.cname}.ptr + {pid}_org + {o_last} * {t.cname}.stride[{last}];")
+        self.e.open(f"if ({pid}_al && {o_last} >= 0 && {o_last} + {plan.cols} <= {t.cname}.shape[{last}] && "
+                    f"evt::aligned16(evt_pb))")
+        self.e("#pragma unroll")
+        self.e.open(f"for (int evt_i = 0; evt_i < {plan.it}; ++evt_i)")
+        self.e(f"if (({pid}_ok >> evt_i) & 1u) evt::cp_async16({stage.ptr} + {pid}_dst[evt_i], evt_pb + "
+               f"{pid}_rel[evt_i]);")
+        self.e.close()
+        self.e.close("} else {")
+        self.e.depth += 1
+        self.load_tile(stage, n, asynchronous=True)
+        self.e.close()
+        self.e.close()
 
     # -- CTA-cooperative loops ---------------------------------------------------------------------
     def element_loop(self, shape: tuple[int, ...], body: Callable[[Sequence[str]], None]) -> None:
