@@ -24,6 +24,14 @@ DEFAULT_CONFIGS = (
     Config("fused", bm=16, bn=64), Config("fused", bm=16, bn=32), Config("fused", bm=32, bn=64),
     Config("fused", bm=64, bn=64), Config("two_phase", bm=16, bn=64, chunk=8),
     Config("two_phase", bm=64, bn=64, chunk=8), Config("two_phase", bm=128, bn=64, chunk=8),
+    # 256-byte weight rows per pipeline stage and large down tiles (128 rows x 2048 columns): fewer, longer
+    # tasks, whose fixed cost (tables, pipeline fill and drain) weighs less
+    Config("fused", bm=16, bn=32, bk=128), Config("two_phase", bm=16, bn=32, bk=128, bc=128, chunk=64),
+    Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32),
+    Config("two_phase", bm=32, bn=32, bk=128, bc=128, chunk=64),
+    # more, smaller tasks for the shapes whose weights are few rows (1B) or few columns (70B TP-8 shard)
+    Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64),
+    Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=32),
 )
 CPU_DEFAULT = Config("fused", bm=16, bn=64)
 
