@@ -35,6 +35,14 @@ extern "C" int evt_emu_launch(const void* params, int nt, long smem_bytes) {
   std::memcpy(&p, params, sizeof(Params));
   return evt_emu::run_block(nt, smem_bytes, [&] { %s(p); });
 }
+extern "C" long evt_emu_prefetches(unsigned long long* out, long cap) {
+  const long n = static_cast<long>(evt_emu::prefetched.size());
+  for (long i = 0; i < n && i < cap; ++i) {
+    out[2 * i] = evt_emu::prefetched[i].first;
+    out[2 * i + 1] = evt_emu::prefetched[i].second;
+  }
+  return n;
+}
 """
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
@@ -47,7 +55,8 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ w
 def build(program, debug: bool = False, nt: int = NT):
     """(ctypes library, KernelSource) of ``program``'s kernel compiled for the host."""
     src = codegen.generate(program, arch="sm_90a", num_threads=nt, debug=debug)
-    text = '#include "evt_emu.h"\n' + src.text + HARNESS % src.name
+    # every instance that waits runs all its L2-prefetch parts (one emulated CTA never has to wait)
+    text = '#define EVT_PREFETCH_ALWAYS 1\n#include "evt_emu.h"\n' + src.text + HARNESS % src.name
     h = hashlib.sha256(text.encode())
     for f in sorted([*EMULATE.iterdir(), *INCLUDE.iterdir()]):
         h.update(f.read_bytes())
@@ -63,6 +72,8 @@ def build(program, debug: bool = False, nt: int = NT):
     lib = ctypes.CDLL(str(out))
     lib.evt_emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_long]
     lib.evt_emu_launch.restype = ctypes.c_int
+    lib.evt_emu_prefetches.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    lib.evt_emu_prefetches.restype = ctypes.c_long
     return lib, src
 
 
@@ -85,11 +96,29 @@ def run_emulated(mk, args: list, schedule: str = "static", debug: bool = False, 
                                   schedule == "dynamic")
     problems = lib.evt_emu_launch(packed, nt, src.smem_bytes)
     assert problems == 0, f"{problems} emulation check(s) failed (see stderr)"
+    check_prefetches(lib, arrays)
     if state[TB.CTL_ERROR]:
         raise launch.device_error(state, tables, src.index_sites, schedule)
     launch.check_counters(state, tables)
     assert tables.done(state).all()
     return tables, state
+
+
+PREFETCHED: list[list[tuple[int, int]]] = []  # (address, bytes) of the L2 prefetches of each emulated launch
+
+
+def check_prefetches(lib, arrays: dict[str, np.ndarray]) -> None:
+    """Every L2 prefetch range the kernel issued lies inside the memory of a tensor argument."""
+    n = lib.evt_emu_prefetches(None, 0)
+    buf = np.zeros(2 * max(n, 1), np.uint64)
+    lib.evt_emu_prefetches(buf.ctypes.data, n)
+    bounds = [np.lib.array_utils.byte_bounds(a) for a in arrays.values()]
+    ranges = [tuple(r) for r in buf[:2 * n].reshape(-1, 2).tolist()]
+    for a, nbytes in ranges:
+        assert nbytes > 0 and a % 16 == 0 and nbytes % 16 == 0, (a, nbytes)
+        assert any(lo <= a and a + nbytes <= hi for lo, hi in bounds), \
+            f"prefetch of {nbytes} bytes at {a:#x} lies outside every argument"
+    PREFETCHED.append(ranges)
 
 
 def poison(a: np.ndarray) -> None:
@@ -199,6 +228,21 @@ def case_swiglu(schedule: str) -> None:
         mk = swiglu.megakernel_for(cfg, dtype)
         args = swiglu_inputs(cfg, dtype, m=5, k=200, n=150)
         compare(mk, args, ("y",), schedule)
+        if schedule == "static" and cfg.strategy == "two_phase":
+            # down(i, c, q) waits on chunk q of h, so it prefetches its slice of w_down (rows c*256 ..., columns
+            # q*128 ... q*128 + 127), 64 columns per part (a part is 32 KB over a 256-row tile), each row's range
+            # trimmed to 16-byte boundaries; nothing else is prefetched
+            w = args["w_d"]
+            lo, hi = np.lib.array_utils.byte_bounds(w)
+            assert all(lo <= a < a + nb <= hi for a, nb in PREFETCHED[-1]), "prefetched outside w_down"
+
+            def trimmed(a: int, b: int) -> int:
+                return max(0, b // 16 * 16 - (a + 15) // 16 * 16)
+
+            parts = [(0, 64), (64, 128), (128, 150)]  # q = 0: two parts; q = 1: the last 22 columns
+            want = sum(trimmed(w.ctypes.data + r * w.strides[0] + 2 * c0, w.ctypes.data + r * w.strides[0] + 2 * c1)
+                       for r in range(w.shape[0]) for c0, c1 in parts)
+            assert sum(nb for _, nb in PREFETCHED[-1]) == want > 0, (sum(nb for _, nb in PREFETCHED[-1]), want)
 
 
 def case_timeout(schedule: str) -> None:

@@ -488,6 +488,106 @@ class TaskGen:
         self.e("")
         return self.smem.peak
 
+    # -- prefetch while waiting --------------------------------------------------------------------
+    def prefetch_plan(self) -> tuple[list[N.Assign], N.For, list[N.Op]] | None:
+        """What the task can bring into L2 before its events fire: the scalar statements before its first
+        loop (none may read a tensor some task writes), that loop, and the loop's pipelined loads of read-only
+        tensors (weights) whose offsets depend on the loop variable in the last dimension alone. None when the
+        body does anything else (a store, a branch) before that loop, or the loop has no such load."""
+        pre: list[N.Assign] = []
+        for s in self.task.body:
+            if isinstance(s, N.Assign) and isinstance(s.value.type, ScalarType):
+                for n in _expr_nodes(s.value):
+                    if isinstance(n, N.Var) and not isinstance(n.type, ScalarType):
+                        return None
+                    if isinstance(n, N.Op) and n.name == "load_scalar" and not self.tensors[n.args[0].name].readonly:
+                        return None
+                pre.append(s)
+            elif isinstance(s, N.Assign) and isinstance(s.value, N.Op) and s.value.name in ("zeros", "full") \
+                    and all(isinstance(a, N.Const) for a in s.value.args):
+                continue  # a tile initialised from constants touches no memory
+            elif isinstance(s, N.For):
+                loads = [n for n in self.pipeline_candidates(s) if self.tensors[n.args[0].name].readonly
+                         and not any(isinstance(x, N.Var) and x.name == s.var
+                                     for off in n.args[1:-1] for x in _expr_nodes(off))]
+                return (pre, s, loads) if loads else None
+            else:
+                return None
+        return None
+
+    def generate_prefetch(self) -> bool:
+        """Emit ``bool evt_prefetch_<task>(..., int evt_part)``: part ``evt_part`` of the read-only tiles of the
+        task's first loop, brought into L2 (rows split among the threads, one bulk prefetch per row); returns
+        whether parts remain. Each part covers about ``evt::PREFETCH_PART_BYTES`` in loop order, so the first
+        parts are what the pipeline reads first. False (nothing emitted) when the task has nothing to prefetch."""
+        plan = self.prefetch_plan()
+        if plan is None:
+            return False
+        pre, loop, loads = plan
+        self.e(f"__device__ __noinline__ bool evt_prefetch_{sanitize(self.task.name)}(")
+        params = [*self.signature_params(), "const int evt_part"]
+        for k, q in enumerate(params):
+            self.e(f"    {q}{',' if k + 1 < len(params) else ') {'}")
+        self.e.depth += 1
+        self.scopes.append({})
+        for st in pre:
+            self.cur_loc = st.loc
+            self.e.mark(st.loc)
+            self.assign(st)
+            self.e.unmark()
+        self.e.mark(loop.loc)
+        lo, hi = self.val(loop.start), self.val(loop.stop)
+        assert isinstance(loop.step, N.Const), "loop steps are static"
+        step = int(loop.step.value)
+        self.e(f"const int evt_lo = {conv(lo.at([]), lo.ctype, 'int')};")
+        self.e(f"const int evt_hi = {conv(hi.at([]), hi.ctype, 'int')};")
+        self.e(f"if (!(evt_lo {'<' if step > 0 else '>'} evt_hi)) return false;")
+        # the loop variable's last value
+        span = "evt_hi - evt_lo - 1" if step > 0 else "evt_hi - evt_lo + 1"
+        self.e(f"const int evt_end = evt_lo + (({span}) / {step}) * {step};")
+        self.e("bool evt_more = false;")
+        for n in loads:
+            t = self.tensors[n.args[0].name]
+            shape, d = n.type.shape, n.type.dtype
+            nd, rows = t.type.ndim, shape[:-1]
+            lead, last = nd - len(shape), nd - 1
+            ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
+            nrows = math.prod(rows)
+            vec = 16 // d.itemsize
+            self.e.open("")
+            self.e(f"// `{t.name}`: {'x'.join(map(str, shape))} tile, columns swept by the loop")
+            self.scopes.append({loop.var: Val.scalar("evt_lo", dt.i32)})
+            o = self.offsets(t, n.args[1:])
+            self.scopes[-1] = {loop.var: Val.scalar("evt_end", dt.i32)}
+            (o_end,) = self.offsets(t, n.args[-1:])
+            self.scopes.pop()
+            self.e(f"const long long evt_c0 = evt::maximum(0LL, evt::minimum({o[last]}, {o_end}));")
+            self.e(f"const long long evt_c1 = evt::minimum(static_cast<long long>({ts}[{last}]), "
+                   f"evt::maximum({o[last]}, {o_end}) + {shape[-1]}LL);")
+            self.e(f"constexpr long long evt_wp = evt::PREFETCH_PART_BYTES / {len(loads)} / {nrows * d.itemsize} "
+                   f"/ {vec} * {vec};")
+            self.e(f"constexpr long long evt_w = evt_wp > {vec} ? evt_wp : {vec};")
+            self.e("const long long evt_a = evt_c0 + evt_part * evt_w;")
+            self.e.open(f"if ({tst}[{last}] == 1 && evt_a < evt_c1)")
+            self.e("const long long evt_b = evt::minimum(evt_c1, evt_a + evt_w);")
+            self.e("evt_more = evt_more || evt_b < evt_c1;")
+            self.e.open(f"for (int evt_r = threadIdx.x; evt_r < {nrows}; evt_r += {self.nt})")
+            rc = _unflatten("evt_r", rows) if rows else []
+            g = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(rc)]
+            ok = " && ".join(f"evt::inb({x}, {ts}[{a}])" for a, x in enumerate(g)) or "true"
+            addr = " + ".join([f"{x} * {tst}[{a}]" for a, x in enumerate(g)] + ["evt_a"])
+            self.e(f"if ({ok}) evt::prefetch_l2({t.cname}.ptr + {addr}, (evt_b - evt_a) * {d.itemsize});")
+            self.e.close()
+            self.e.close()
+            self.e.close()
+        self.e.unmark()
+        self.e("return evt_more;")
+        self.scopes.pop()
+        self.e.depth -= 1
+        self.e("}")
+        self.e("")
+        return True
+
     # -- scopes ----------------------------------------------------------------------------------
     def lookup(self, name: str) -> Val | None:
         for s in reversed(self.scopes):
@@ -1247,7 +1347,9 @@ class KernelSource:
 
 
 class KernelGen:
-    def __init__(self, program: N.Program, arch: int, num_threads: int, min_blocks: int, debug: bool):
+    def __init__(self, program: N.Program, arch: int, num_threads: int, min_blocks: int, debug: bool,
+                 prefetch: bool = True):
+        self.prefetch = prefetch
         self.program = program
         self.arch = arch
         self.num_threads = num_threads
@@ -1350,9 +1452,13 @@ class KernelGen:
         e("")
         readonly, groups = self._tensor_facts()
         peaks: dict[str, int] = {}
+        prefetching: set[str] = set()
+        waited = {L.task for L in p.launches if L.waits} if self.prefetch else set()
         for t in p.tasks:
             gen = TaskGen(self, t, readonly[t.name], groups[t.name])
             peaks[t.name] = gen.generate()
+            if t.name in waited and TaskGen(self, t, readonly[t.name], groups[t.name]).generate_prefetch():
+                prefetching.add(t.name)
             limit = _SMEM_LIMIT.get(self.arch, 49152)
             if peaks[t.name] > limit:
                 raise TileMemoryError(
@@ -1392,6 +1498,18 @@ class KernelGen:
             e("  break;")
             e.unmark()
         e.depth = 0
+        e("    }")
+        e("  }, [&](int evt_inst, int evt_launch, const int* c, int evt_part) -> bool {")
+        e("    switch (evt_launch) {")
+        e.depth = 3
+        for li, L in enumerate(p.launches):
+            if L.waits and L.task in prefetching:
+                args = ", ".join(["evt_smem", "evt_inst", "p.sched.state", *self.launch_args(L), "evt_part"])
+                e(f"case {li}:")
+                e(f"  return evt_prefetch_{sanitize(L.task)}({args});")
+        e.depth = 0
+        e("      default:")
+        e("        return false;")
         e("    }")
         e("  });")
         e("}")
@@ -1438,8 +1556,9 @@ def arch_number(arch: str) -> int:
 
 
 def generate(program: N.Program, *, arch: str, num_threads: int = 256, min_blocks: int = 2,
-             debug: bool = False) -> KernelSource:
-    """CUDA C++ of ``program``'s persistent kernel for ``arch`` (e.g. "sm_90a")."""
+             debug: bool = False, prefetch: bool = True) -> KernelSource:
+    """CUDA C++ of ``program``'s persistent kernel for ``arch`` (e.g. "sm_90a"); ``prefetch``: tasks that wait
+    bring their read-only tiles into L2 while they wait."""
     if num_threads % 32 or not 32 <= num_threads <= 1024:
         raise ValueError(f"num_threads must be a multiple of 32 from 32 to 1024, got {num_threads}")
-    return KernelGen(program, arch_number(arch), num_threads, min_blocks, debug).generate()
+    return KernelGen(program, arch_number(arch), num_threads, min_blocks, debug, prefetch).generate()

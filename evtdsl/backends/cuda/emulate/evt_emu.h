@@ -13,7 +13,9 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #define __device__
@@ -52,6 +54,9 @@ inline thread_local evt_dim3 thread_idx{0, 0, 0};
 inline Block* block = nullptr;
 inline char* smem = nullptr;
 inline std::atomic<int> errors{0};
+// L2 prefetches issued during the last run_block: (address, bytes).
+inline std::mutex prefetch_mu;
+inline std::vector<std::pair<std::uintptr_t, std::uintptr_t>> prefetched;
 
 inline int lane() { return static_cast<int>(thread_idx.x % 32); }
 inline Warp& warp() { return *block->warps[thread_idx.x / 32]; }
@@ -72,6 +77,7 @@ int run_block(int nt, long smem_bytes, F body) {
   Block b(nt);
   block = &b;
   errors = 0;
+  prefetched.clear();
   std::vector<std::thread> threads;
   for (int t = 0; t < nt; ++t)
     threads.emplace_back([t, &body] {

@@ -58,6 +58,16 @@ inline void cp_async_wait() {
   }
 }
 
+// L2 prefetch: recorded (the 16-byte-aligned range, as the GPU version prefetches it) for the tests to check
+// that every range lies inside an argument.
+inline void prefetch_l2(const void* p, long long bytes) {
+  const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(p) + 15) & ~std::uintptr_t(15);
+  const std::uintptr_t b = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~std::uintptr_t(15);
+  if (b <= a) return;
+  std::lock_guard<std::mutex> g(evt_emu::prefetch_mu);
+  evt_emu::prefetched.push_back({a, b - a});
+}
+
 // ldmatrix: lane 8j + r gives the address of row r of 8x8 matrix j; lane l receives, for each matrix, the
 // two b16 elements (l / 4, 2 (l % 4) + h) of the matrix, or of its transpose with .trans.
 template <int COUNT>

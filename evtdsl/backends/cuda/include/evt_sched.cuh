@@ -13,6 +13,11 @@
 //   blockIdx.x, later ones gridDim.x + atomic head) and waits for that slot to be filled; a ticket >=
 //   num_instances means all work is taken, and it exits.
 //   When a notify fires an element, all threads of the notifying CTA push its waiters in parallel.
+// - prefetch while waiting (static schedule): an instance whose elements have not all fired when its CTA
+//   takes it first brings the read-only tiles of its first loop into L2, a part (PREFETCH_PART_BYTES, at
+//   most PREFETCH_MAX_PARTS of them) at a time, and waits up to PREFETCH_PACE_NS between parts; so a waiting
+//   CTA keeps about its share of the memory bandwidth busy, and what it prefetched stays in L2 until it
+//   runs. The generated code says which tiles (evt_prefetch_<task>).
 // - errors: the first CTA that fails CASes its code into ctl[CTL_ERROR], writes instance, element and extra,
 //   and raises ctl[CTL_ABORT]; every CTA polls the abort flag in its spin loops and between tasks, so all
 //   exit and the host can read the record after the kernel ends.
@@ -112,24 +117,38 @@ __device__ __forceinline__ bool spin_until(const Sched& s, const int* p, Ready r
   }
 }
 
+// Prefetch while waiting: bytes per part (split among a task's prefetched tiles), parts at most, and the
+// longest wait between two parts (about a CTA's share of the bandwidth: 32 KB in 2 us is 16 GB/s).
+constexpr int PREFETCH_PART_BYTES = 32 * 1024;
+constexpr int PREFETCH_MAX_PARTS = 16;
+constexpr long long PREFETCH_PACE_NS = 2000;
+// Host builds of the runtime's tests set this to 1: every instance that has wait elements runs all its
+// prefetch parts, ready or not, so that one emulated CTA exercises the prefetch code.
+#ifndef EVT_PREFETCH_ALWAYS
+#define EVT_PREFETCH_ALWAYS 0
+#endif
+
 // Fired elements whose waiters one dynamic-schedule task hands to all its threads to push (more are pushed by
 // thread 0 alone).
 constexpr int MAX_FIRED = 32;
 
 // What thread 0 publishes to its CTA for each task (shared memory): the instance (-1: exit), its launch and
 // coordinates, its notify range and first notify element (prefetched before the task body runs), and in the
-// dynamic schedule the elements its notifies fired.
+// dynamic schedule the elements its notifies fired; whether it must still wait (static schedule: some of its
+// elements had not fired when thread 0 looked) and, while it waits, thread 0's verdict after each prefetch part.
 template <int MAXC>
 struct TaskSlot {
-  int inst, launch, n0, n1, nel0, nfired, wp0, wp1;
+  int inst, launch, n0, n1, nel0, nfired, wp0, wp1, waiting, wstate;
   int coord[MAXC];
   int fired[MAX_FIRED];
 };
 
 // Thread 0: read instance `inst`'s tables (all independent loads, issued together) and, in the static schedule,
-// wait for its elements; fill `slot`. False on abort or timeout.
+// look at its elements once: `wpos` is the first that has not fired (w1 when all have); fill `slot`. False on
+// abort.
 template <int MAXC>
-__device__ __forceinline__ bool prepare_instance(const Sched& s, int inst, TaskSlot<MAXC>& slot) {
+__device__ __forceinline__ bool prepare_instance(const Sched& s, int inst, TaskSlot<MAXC>& slot, int& wpos,
+                                                 int& wend) {
   const int ab = *reinterpret_cast<const volatile int*>(s.state + CTL_ABORT);
   const int launch = __ldg(s.inst_launch + inst);
   const int n0 = __ldg(s.notify_ptr + inst), n1 = __ldg(s.notify_ptr + inst + 1);
@@ -143,13 +162,12 @@ __device__ __forceinline__ bool prepare_instance(const Sched& s, int inst, TaskS
 #pragma unroll
   for (int k = 0; k < MAXC; ++k) c[k] = k < s.coord_stride ? __ldg(cp + k) : 0;
   const int nel0 = n0 < n1 ? __ldg(s.notify_elem + n0) : -1;
-  int v;
-  for (int w = w0; w < w1; ++w) {
-    const int el = __ldg(s.wait_elem + w);
-    if (!spin_until(s, counters(s) + el, [](int x) { return x <= 0; }, ERR_WAIT_TIMEOUT, inst, el, 0, &v))
-      return false;
-  }
+  int w = w0;
+  while (w < w1 && ld_acquire(counters(s) + __ldg(s.wait_elem + w)) <= 0) ++w;
   if (ab) return false;
+  wpos = w;
+  wend = w1;
+  slot.waiting = w < w1 || (EVT_PREFETCH_ALWAYS && w0 < w1);
   slot.launch = launch;
   slot.n0 = n0;
   slot.n1 = n1;
@@ -157,6 +175,27 @@ __device__ __forceinline__ bool prepare_instance(const Sched& s, int inst, TaskS
 #pragma unroll
   for (int k = 0; k < MAXC; ++k) slot.coord[k] = c[k];
   return true;
+}
+
+// Thread 0: wait for elements [wpos, wend) to fire, advancing wpos. With budget_ns > 0, give up after that
+// long. 0: all fired; 1: still waiting (budget spent); -1: abort or timeout (recorded).
+__device__ __forceinline__ int wait_elements(const Sched& s, int inst, int& wpos, int wend, long long budget_ns) {
+  const unsigned long long t0 = budget_ns > 0 ? globaltimer() : 0;
+  int v;
+  for (; wpos < wend; ++wpos) {
+    const int el = __ldg(s.wait_elem + wpos);
+    if (budget_ns <= 0) {
+      if (!spin_until(s, counters(s) + el, [](int x) { return x <= 0; }, ERR_WAIT_TIMEOUT, inst, el, 0, &v))
+        return -1;
+      continue;
+    }
+    while (ld_acquire(counters(s) + el) > 0) {
+      if (aborted(s.state)) return -1;
+      if (globaltimer() - t0 > static_cast<unsigned long long>(budget_ns)) return 1;
+      __nanosleep(64);
+    }
+  }
+  return 0;
 }
 
 // Thread 0, dynamic schedule: take a ticket and wait for its ready-queue slot; -1 when all work is taken.
@@ -219,13 +258,15 @@ __device__ __forceinline__ int notify_instance(const Sched& s, int inst, TaskSlo
 }
 
 // The persistent loop every CTA (NT threads) runs: thread 0 takes an instance (the static queue's next id is
-// prefetched a task ahead), reads its tables and waits; all threads run(inst, launch, coords); thread 0
+// prefetched a task ahead) and reads its tables; if it must wait, all threads prefetch(inst, launch, coords,
+// part) its read-only tiles into L2 while thread 0 waits; all threads run(inst, launch, coords); thread 0
 // notifies; in the dynamic schedule all threads then push the waiters of fired elements in parallel.
-template <int MAXC, int NT, class Run>
-__device__ __forceinline__ void persistent_loop(const Sched& s, Run run) {
+// prefetch returns whether parts remain after `part` (the same answer in every thread).
+template <int MAXC, int NT, class Run, class Prefetch>
+__device__ __forceinline__ void persistent_loop(const Sched& s, Run run, Prefetch prefetch) {
   __shared__ TaskSlot<MAXC> slot;
   const bool lead = threadIdx.x == 0;
-  int qpos = 0, qend = 0, nid = -1;
+  int qpos = 0, qend = 0, nid = -1, wpos = 0, wend = 0;
   bool first = true;
   if (lead && !s.dynamic) {
     qpos = __ldg(s.queue_ptr + blockIdx.x);
@@ -243,7 +284,7 @@ __device__ __forceinline__ void persistent_loop(const Sched& s, Run run) {
         if (inst >= 0 && ++qpos < qend) nid = __ldg(s.queue_inst + qpos);
         else nid = -1;
       }
-      if (inst >= 0 && !prepare_instance(s, inst, slot)) inst = -1;
+      if (inst >= 0 && !prepare_instance(s, inst, slot, wpos, wend)) inst = -1;
       slot.inst = inst;
     }
     __syncthreads();
@@ -251,6 +292,20 @@ __device__ __forceinline__ void persistent_loop(const Sched& s, Run run) {
     if (inst < 0) return;
     const int* coord =
         MAXC >= s.coord_stride ? slot.coord : s.inst_coord + static_cast<long long>(inst) * s.coord_stride;
+    if (slot.waiting) {
+      for (int part = 0;; ++part) {
+        const bool more = prefetch(inst, slot.launch, coord, part) && part + 1 < PREFETCH_MAX_PARTS;
+        if (lead) {
+          const int w = wait_elements(s, inst, wpos, wend, more ? PREFETCH_PACE_NS : 0);
+          slot.wstate = EVT_PREFETCH_ALWAYS && more && w == 0 ? 1 : w;
+        }
+        __syncthreads();
+        const int w = slot.wstate;
+        __syncthreads();  // every thread has read the verdict before thread 0 writes the next one
+        if (w < 0) return;
+        if (w == 0) break;
+      }
+    }
     run(inst, slot.launch, coord);
     __syncthreads();
     if (!s.dynamic) {
