@@ -3,6 +3,8 @@
 Each ceiling is measured in the same run as the numbers it judges (PERF.md): a large device-to-device copy
 (bytes read + written), and a read-only streaming reduction.
 """
+import contextlib
+import os
 import statistics
 
 
@@ -82,3 +84,17 @@ def time_graph(fns: list, repeats: int = 20, warmup: int = 2, min_seconds: float
     inner = max(1, min(1000, int(min_seconds / max(sample(1), 1e-7))))
     times = [sample(inner) / len(fns) for _ in range(repeats)]
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def env(name: str, value: str):
+    """Set the environment variable ``name`` (an evtdsl knob, say) to ``value`` inside the block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
