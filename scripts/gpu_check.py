@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Check the CUDA backend on a GPU machine, in one command, and print a short summary:
 
-1. the GPU tests (``pytest -m gpu tests/test_cuda_gpu.py``): examples, ops zoo and library against the CPU
-   backend, both schedules, several worker counts, timeouts, back-to-back launches, CUDA graphs;
+1. the GPU tests (``pytest -m gpu tests/test_cuda_gpu.py tests/test_library_gpu.py``): examples, ops zoo and
+   library against the CPU backend, both schedules, several worker counts, timeouts, back-to-back launches,
+   CUDA graphs; every SwiGLU variant at M = 1 ... 128 against float32, a real-size patched Llama;
 2. the compile-only and emulation tests (test_cuda_codegen.py, test_cuda_emulate.py, test_cuda_kernels.py);
 3. compute-sanitizer memcheck, racecheck and synccheck on a small driver that runs the examples and the
    ops zoo on the GPU (when compute-sanitizer is on PATH or under /usr/local/cuda*/bin).
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     smi = shutil.which("nvidia-smi")
     if smi:
         results.append(run_step("nvidia-smi", [smi, "-L"], logs, env, 60))
-    gpu = run_step("GPU tests", [py, "-m", "pytest", "-m", "gpu", "tests/test_cuda_gpu.py", "-q", "-rfE",
-                                 "-p", "no:cacheprovider"], logs, env, args.step_timeout)
+    gpu = run_step("GPU tests", [py, "-m", "pytest", "-m", "gpu", "tests/test_cuda_gpu.py", "tests/test_library_gpu.py",
+                                 "-q", "-rfE", "-p", "no:cacheprovider"], logs, env, args.step_timeout)
     if gpu["ok"] and " passed" not in gpu["detail"]:
         gpu.update(ok=False, code="no GPU test ran", detail=gpu["detail"] + " (does torch see a GPU?)")
     results.append(gpu)
