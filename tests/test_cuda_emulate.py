@@ -177,6 +177,7 @@ def case_gemm_chain(schedule: str) -> None:
             "w2": (rng.standard_normal((p, n)) / 10).astype(bf), "g": np.empty((m, n), np.float32),
             "h": np.empty((m, n), bf), "y": np.empty((m, p), np.float32)}
     compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3)
+    compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3, nt=256)  # 8 warps: split-K
     args["w1"] = (rng.standard_normal((n, k + 3)) / 8).astype(bf)[:, 3:]  # rows not 16-byte aligned
     compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3)
 
@@ -223,12 +224,14 @@ def swiglu_inputs(cfg, dtype, m: int, k: int, n: int, seed: int = 5) -> dict:
 def case_swiglu(schedule: str) -> None:
     from evtdsl.library import swiglu
 
+    # the last: 16-column gate/up tiles are 2 mma blocks for 4 warps, so each block is split-K over 2 warps
     for cfg, dtype in ((swiglu.Config("fused", bm=16, bn=64), evt.bf16),
-                       (swiglu.Config("two_phase", bm=16, bn=64, chunk=2), evt.f16)):
+                       (swiglu.Config("two_phase", bm=16, bn=64, chunk=2), evt.f16),
+                       (swiglu.Config("two_phase", bm=16, bn=16, bk=64, bc=64, chunk=4), evt.bf16)):
         mk = swiglu.megakernel_for(cfg, dtype)
         args = swiglu_inputs(cfg, dtype, m=5, k=200, n=150)
         compare(mk, args, ("y",), schedule)
-        if schedule == "static" and cfg.strategy == "two_phase":
+        if schedule == "static" and cfg.bn == 64 and cfg.strategy == "two_phase":
             # down(i, c, q) waits on chunk q of h, so it prefetches its slice of w_down (rows c*256 ..., columns
             # q*128 ... q*128 + 127), 64 columns per part (a part is 32 KB over a 256-row tile), each row's range
             # trimmed to 16-byte boundaries; nothing else is prefetched

@@ -444,7 +444,7 @@ class TaskGen:
         self.scopes: list[dict[str, Val]] = [{}]
         self.tensors: dict[str, _TensorParam] = {}
         self.pipelined: dict[int, Buffer] = {}
-        self.reg_accs: dict[int, tuple[str, Buffer, int]] = {}  # id(dot) -> (fragment array, acc buffer, NJ)
+        self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
         self.cur_loc: SourceLoc | None = task.loc
@@ -1109,6 +1109,14 @@ class TaskGen:
         nw, n8 = self.nt // 32, Nn // 8
         return next((j for j in (4, 2) if n8 % j == 0 and (M // 16) * (n8 // j) >= nw), 1)
 
+    def _mma_ks(self, M: int, Nn: int, K: int) -> int:
+        """Warps per output block of a register-resident accumulator (split-K): doubled while the blocks
+        still fit the warps and K splits into whole k16 steps."""
+        nw, blocks, ks = self.nt // 32, (M // 16) * (Nn // (8 * self._mma_nj(M, Nn))), 1
+        while blocks * ks * 2 <= nw and K % (16 * ks * 2) == 0:
+            ks *= 2
+        return ks
+
     def _mma_by_type(self, a_t: DType, b_t: DType, M: int, K: int, Nn: int) -> bool:
         return (self.kg.arch >= 80 and a_t == b_t and a_t in (dt.bf16, dt.f16)
                 and M % 16 == 0 and Nn % 8 == 0 and K % 16 == 0)
@@ -1167,7 +1175,7 @@ class TaskGen:
                     isinstance(o, N.Assign) and o.target == b.target and o is not b for o in _walk_stmts(s.body)):
                 continue
             nj = self._mma_nj(M, Nn)
-            jobs = (M // 16) * (Nn // (8 * nj))
+            jobs = (M // 16) * (Nn // (8 * nj)) * self._mma_ks(M, Nn, K)
             n = -(-jobs // (self.nt // 32)) * nj * 4
             if floats + n > _REG_ACC_FLOATS:
                 continue
@@ -1177,25 +1185,26 @@ class TaskGen:
 
     def open_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]]) -> None:
         for name, buf, d in accs:
-            (M, _), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
-            nj = self._mma_nj(M, Nn)
-            jobs = (M // 16) * (Nn // (8 * nj))
+            (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+            nj, ks = self._mma_nj(M, Nn), self._mma_ks(M, Nn, K)
+            jobs = (M // 16) * (Nn // (8 * nj)) * ks
             jpw = -(-jobs // (self.nt // 32))
             frag = self.fresh("frag")
             self.haz.op((buf.region,), ())
-            self.e(f"float {frag}[{jpw}][{nj}][4];  // {name}, register-resident in this loop")
-            self.e(f"evt::frag_load<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}>({frag}, {buf.ptr});")
-            self.reg_accs[id(d)] = (frag, buf, nj)
+            split = f", split-K over {ks} warps" if ks > 1 else ""
+            self.e(f"float {frag}[{jpw}][{nj}][4];  // {name}, register-resident in this loop{split}")
+            self.e(f"evt::frag_load<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}, {ks}>({frag}, {buf.ptr});")
+            self.reg_accs[id(d)] = (frag, buf, nj, ks)
 
     def close_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]]) -> None:
         for name, buf, d in accs:
-            frag, _, nj = self.reg_accs.pop(id(d))
+            frag, _, nj, ks = self.reg_accs.pop(id(d))
             (M, _), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
             self.haz.op((), (buf.region,))
-            self.e(f"evt::frag_store<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}>({frag}, {buf.ptr});")
+            self.e(f"evt::frag_store<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}, {ks}>({frag}, {buf.ptr});")
 
     def dot_into_registers(self, d: N.Op) -> None:
-        frag, _, nj = self.reg_accs[id(d)]
+        frag, _, nj, ks = self.reg_accs[id(d)]
         (a, a_t), (b, b_t) = self.dot_operand(d.args[0]), self.dot_operand(d.args[1])
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
         self.haz.op((a.region, b.region), ())
@@ -1205,7 +1214,7 @@ class TaskGen:
                            self.cur_loc)
         a_kc, a_ld, b_kc, b_ld = mma
         self.e(f"evt::dot_mma_regs<{M}, {Nn}, {K}, {self.nt}, {ctype(a.dtype)}, {str(a_kc).lower()}, {a_ld}, "
-               f"{str(b_kc).lower()}, {b_ld}, {nj}>({frag}, {a.ptr}, {b.ptr});")
+               f"{str(b_kc).lower()}, {b_ld}, {nj}, {ks}>({frag}, {a.ptr}, {b.ptr});")
 
     # -- reductions ------------------------------------------------------------------------------
     def reduce(self, dst: Buffer, op: N.Op) -> None:

@@ -88,13 +88,18 @@ __device__ __forceinline__ void dot_fma(float* C, const TA* A, const TB* B) {
 // along k (A_KC: A(m, k) = A[m * A_LD + k]; B_KC: B(k, n) = B[n * B_LD + k]) or along m / n (otherwise:
 // A(m, k) = A[k * A_LD + m], B(k, n) = B[k * B_LD + n]); leading dimensions are multiples of 8 elements
 // and the tiles 16-byte aligned (ldmatrix rows). Warps take 16 x (8 * NJ) output blocks ("jobs")
-// round-robin: warp w takes jobs w, w + NW, ...; JPW jobs at most per warp.
+// round-robin: warp w takes jobs w, w + NW, ...; JPW jobs at most per warp. A register-resident accumulator
+// with fewer blocks than warps splits K among KS warps per block (split-K), so that every warp works and
+// each stage's chain of dependent mma is KS times shorter; the KS partial sums meet at frag_store.
 
-// acc (one 16 x 8NJ block at (m0, n0), mma fragment layout) += A[m0:m0+16, :] @ B[:, n0:n0+8NJ].
+// acc (one 16 x 8NJ block at (m0, n0), mma fragment layout) += A[m0:m0+16, k0:k0+K] @ B[k0:k0+K, n0:n0+8NJ].
 template <int K, class T, bool A_KC, int A_LD, bool B_KC, int B_LD, int NJ>
-__device__ __forceinline__ void mma_block(float (&acc)[NJ][4], const T* A, const T* B, int m0, int n0) {
+__device__ __forceinline__ void mma_block(float (&acc)[NJ][4], const T* A, const T* B, int m0, int n0,
+                                          int kbase = 0) {
   const int lane = threadIdx.x % 32;
   const int mat = lane >> 3, row = lane & 7;
+  A += A_KC ? kbase : kbase * A_LD;
+  B += B_KC ? kbase : kbase * B_LD;
 #pragma unroll 4
   for (int k0 = 0; k0 < K; k0 += 16) {
     unsigned a[4];
@@ -115,59 +120,80 @@ __device__ __forceinline__ void mma_block(float (&acc)[NJ][4], const T* A, const
   }
 }
 
-template <int M, int N, int NT, int NJ>
+// KS warps per output block (split-K): job = block + slice * BLOCKS.
+template <int M, int N, int NT, int NJ, int KS = 1>
 struct MmaJobs {
-  static constexpr int NW = NT / 32, NG = N / (8 * NJ), JOBS = (M / 16) * NG, JPW = (JOBS + NW - 1) / NW;
+  static constexpr int NW = NT / 32, NG = N / (8 * NJ), BLOCKS = (M / 16) * NG, JOBS = BLOCKS * KS,
+                       JPW = (JOBS + NW - 1) / NW;
+  static_assert(KS == 1 || JOBS <= NW, "split-K gives each warp one job at most");
 };
 
 // Register-resident accumulator: acc[jj] holds job warp + jj * NW of C (M x N, float) in fragment layout;
-// frag_load / frag_store move it from / to a row-major float tile with leading dimension LDC.
-template <int M, int N, int NT, int NJ, int LDC, bool STORE, int JPW>
+// frag_load / frag_store move it from / to a row-major float tile with leading dimension LDC. With split-K,
+// slice 0 starts from C and the others from zero; frag_store writes slice 0, then adds slices 1 ... KS - 1 in
+// order (a barrier between them): the sum is the same on every run.
+template <int M, int N, int NT, int NJ, int LDC, bool STORE, int KS, int JPW>
 __device__ __forceinline__ void frag_move(float (&acc)[JPW][NJ][4], float* C) {
-  using J = MmaJobs<M, N, NT, NJ>;
+  using J = MmaJobs<M, N, NT, NJ, KS>;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int r = lane >> 2, c = (lane & 3) * 2;
 #pragma unroll
-  for (int jj = 0; jj < JPW; ++jj) {
-    const int job = warp + jj * J::NW;
-    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
-    const int m0 = (job / J::NG) * 16, n0 = (job % J::NG) * 8 * NJ;
+  for (int pass = 0; pass < (STORE ? KS : 1); ++pass) {
+    if (pass > 0) __syncthreads();
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      float* p = C + (m0 + r) * LDC + n0 + j * 8 + c;
-      if (STORE) {
-        p[0] = acc[jj][j][0];
-        p[1] = acc[jj][j][1];
-        p[8 * LDC] = acc[jj][j][2];
-        p[8 * LDC + 1] = acc[jj][j][3];
-      } else {
-        acc[jj][j][0] = p[0];
-        acc[jj][j][1] = p[1];
-        acc[jj][j][2] = p[8 * LDC];
-        acc[jj][j][3] = p[8 * LDC + 1];
+    for (int jj = 0; jj < JPW; ++jj) {
+      const int job = warp + jj * J::NW;
+      if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
+      const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+      if (STORE && slice != pass) continue;
+      const int m0 = (blk / J::NG) * 16, n0 = (blk % J::NG) * 8 * NJ;
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        float* p = C + (m0 + r) * LDC + n0 + j * 8 + c;
+        if (STORE && slice == 0) {
+          p[0] = acc[jj][j][0];
+          p[1] = acc[jj][j][1];
+          p[8 * LDC] = acc[jj][j][2];
+          p[8 * LDC + 1] = acc[jj][j][3];
+        } else if (STORE) {
+          p[0] += acc[jj][j][0];
+          p[1] += acc[jj][j][1];
+          p[8 * LDC] += acc[jj][j][2];
+          p[8 * LDC + 1] += acc[jj][j][3];
+        } else if (slice == 0) {
+          acc[jj][j][0] = p[0];
+          acc[jj][j][1] = p[1];
+          acc[jj][j][2] = p[8 * LDC];
+          acc[jj][j][3] = p[8 * LDC + 1];
+        } else {
+          acc[jj][j][0] = acc[jj][j][1] = acc[jj][j][2] = acc[jj][j][3] = 0.0f;
+        }
       }
     }
   }
 }
-template <int M, int N, int NT, int NJ, int LDC, int JPW>
+template <int M, int N, int NT, int NJ, int LDC, int KS, int JPW>
 __device__ __forceinline__ void frag_load(float (&acc)[JPW][NJ][4], const float* C) {
-  frag_move<M, N, NT, NJ, LDC, false>(acc, const_cast<float*>(C));
+  frag_move<M, N, NT, NJ, LDC, false, KS>(acc, const_cast<float*>(C));
 }
-template <int M, int N, int NT, int NJ, int LDC, int JPW>
+template <int M, int N, int NT, int NJ, int LDC, int KS, int JPW>
 __device__ __forceinline__ void frag_store(float (&acc)[JPW][NJ][4], float* C) {
-  frag_move<M, N, NT, NJ, LDC, true>(acc, C);
+  frag_move<M, N, NT, NJ, LDC, true, KS>(acc, C);
 }
 
-// acc (register-resident, as above) += A @ B.
-template <int M, int N, int K, int NT, class T, bool A_KC, int A_LD, bool B_KC, int B_LD, int NJ, int JPW>
+// acc (register-resident, as above) += A @ B; with split-K, job slice s takes k in [s K / KS, (s + 1) K / KS).
+template <int M, int N, int K, int NT, class T, bool A_KC, int A_LD, bool B_KC, int B_LD, int NJ, int KS, int JPW>
 __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* A, const T* B) {
-  using J = MmaJobs<M, N, NT, NJ>;
+  using J = MmaJobs<M, N, NT, NJ, KS>;
+  static_assert(K % (16 * KS) == 0, "split-K slices are whole k16 steps");
   const int warp = threadIdx.x / 32;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     const int job = warp + jj * J::NW;
     if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
-    mma_block<K, T, A_KC, A_LD, B_KC, B_LD, NJ>(acc[jj], A, B, (job / J::NG) * 16, (job % J::NG) * 8 * NJ);
+    const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+    mma_block<K / KS, T, A_KC, A_LD, B_KC, B_LD, NJ>(acc[jj], A, B, (blk / J::NG) * 16, (blk % J::NG) * 8 * NJ,
+                                                     slice * (K / KS));
   }
 }
 
