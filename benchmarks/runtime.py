@@ -137,8 +137,8 @@ def main():
         for name, mk in chains.items():
             mk.run(x, *ws[0], h, y, backend="cuda")
             err = float((y.float() - ref).norm() / ref.norm())
-            for schedule in ("static", "static_noprefetch", "dynamic"):
-                with B.env("EVTDSL_L2_PREFETCH", "0" if schedule == "static_noprefetch" else "1"):
+            for schedule in ("static", "static_prefetch", "dynamic"):
+                with B.env("EVTDSL_L2_PREFETCH", "1" if schedule == "static_prefetch" else "0"):
                     t = B.time_graph([run(mk, x, w1, w2, h, y, schedule=schedule.split("_")[0]) for w1, w2 in ws])
                 res["gemv_chain"].append({"M": m, "config": name, "schedule": schedule, "us": t * 1e6, "rel_err": err,
                                           "frac_copy": nbytes / t / copy_bw, "torch_graph_us": t_torch * 1e6,
@@ -162,7 +162,7 @@ def plot(res, path):
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     rows = res["gemv_chain"]
     for name in dict.fromkeys(x["config"] for x in rows):
-        for schedule, style in (("static", "o-"), ("static_noprefetch", "^:"), ("dynamic", "s--")):
+        for schedule, style in (("static", "o-"), ("static_prefetch", "^:"), ("dynamic", "s--")):
             r = [x for x in rows if x["schedule"] == schedule and x["config"] == name]
             a.plot([x["M"] for x in r], [x["frac_copy"] for x in r], style, label=f"{name} {schedule}")
     r = [x for x in rows if x["schedule"] == "static" and x["config"] == rows[0]["config"]]

@@ -78,10 +78,11 @@ WAIT_TIMEOUT_MS: Knob[int] = _knob(
     "How long a GPU task waits on an event (or an idle CTA on the ready queue) before the kernel gives up, "
     "records which task waited on which event, and every CTA exits. Read at each launch; no recompile.")
 L2_PREFETCH: Knob[bool] = _knob(
-    "EVTDSL_L2_PREFETCH", True, _flag,
+    "EVTDSL_L2_PREFETCH", False, _flag,
     "Prefetch while waiting: in the static schedule, a task whose events have not fired brings the read-only "
     "tiles of its first loop (weights) into L2 while it waits, paced at about one CTA's share of the "
-    "bandwidth. 0 turns it off (to compare); part of the kernel's cache key.")
+    "bandwidth. Off by default: on an H200 it gained nothing on the SwiGLU and GEMV-chain benchmarks (their "
+    "phases already keep HBM busy) and cost up to 3%. Part of the kernel's cache key.")
 TIMINGS: Knob[bool] = _knob(
     "EVTDSL_TIMINGS", False, _flag,
     "Print the phases of each GPU compile (codegen, NVRTC, module load) to stderr.")

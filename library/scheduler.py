@@ -30,7 +30,7 @@ DEFAULT_CONFIGS = (
     Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32),
     Config("two_phase", bm=32, bn=32, bk=128, bc=128, chunk=64),
     # more, smaller tasks for the shapes whose weights are few rows (1B) or few columns (70B TP-8 shard)
-    Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64),
+    Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64), Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64),
     Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=32),
 )
 CPU_DEFAULT = Config("fused", bm=16, bn=64)

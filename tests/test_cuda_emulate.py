@@ -54,7 +54,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ w
 
 def build(program, debug: bool = False, nt: int = NT):
     """(ctypes library, KernelSource) of ``program``'s kernel compiled for the host."""
-    src = codegen.generate(program, arch="sm_90a", num_threads=nt, debug=debug)
+    src = codegen.generate(program, arch="sm_90a", num_threads=nt, debug=debug, prefetch=True)
     # every instance that waits runs all its L2-prefetch parts (one emulated CTA never has to wait)
     text = '#define EVT_PREFETCH_ALWAYS 1\n#include "evt_emu.h"\n' + src.text + HARNESS % src.name
     h = hashlib.sha256(text.encode())

@@ -1357,7 +1357,7 @@ class KernelSource:
 
 class KernelGen:
     def __init__(self, program: N.Program, arch: int, num_threads: int, min_blocks: int, debug: bool,
-                 prefetch: bool = True):
+                 prefetch: bool = False):
         self.prefetch = prefetch
         self.program = program
         self.arch = arch
@@ -1565,7 +1565,7 @@ def arch_number(arch: str) -> int:
 
 
 def generate(program: N.Program, *, arch: str, num_threads: int = 256, min_blocks: int = 2,
-             debug: bool = False, prefetch: bool = True) -> KernelSource:
+             debug: bool = False, prefetch: bool = False) -> KernelSource:
     """CUDA C++ of ``program``'s persistent kernel for ``arch`` (e.g. "sm_90a"); ``prefetch``: tasks that wait
     bring their read-only tiles into L2 while they wait."""
     if num_threads % 32 or not 32 <= num_threads <= 1024:
