@@ -22,7 +22,10 @@ scalars is software-pipelined: cp.async copies into a ring of 2-6 shared-memory 
 are all masked out are filled with one vector store. `dot` uses tensor cores (ldmatrix + mma.sync m16n8k16,
 f32 accumulation) for bf16/f16 tiles of fitting shapes and a plain FMA loop otherwise. A float32 tile
 updated in a loop only by `acc = acc + dot(a, b)` (and not otherwise touched there) stays in mma
-fragments in registers for the whole loop: loaded from shared memory before it, stored back after it.
+fragments in registers for the whole loop: loaded from shared memory before it, stored back after it; when
+it has fewer 16x8 blocks than the CTA has warps, K is split among warps and the partial sums are added in a
+fixed order at the store. With ``prefetch``, a task that must wait on events (static schedule) first brings
+the read-only tiles of its first loop into L2 (``evt_prefetch_<task>``; see evt_sched.cuh).
 """
 from __future__ import annotations
 
