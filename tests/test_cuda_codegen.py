@@ -110,6 +110,31 @@ def test_generated_code_uses_the_fast_paths():
     assert "evt::dot_mma" not in sm75
 
 
+def test_split_k_and_prefetch_are_generated_where_they_apply():
+    """Narrow register-resident accumulators split K among warps; prefetch-while-waiting is emitted only when
+    asked for (EVTDSL_L2_PREFETCH, off by default), for tasks that wait and stream read-only tiles."""
+    from evtdsl.library import swiglu
+
+    narrow = swiglu.megakernel_for(swiglu.Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64), evt.bf16).ir
+    text = codegen.generate(narrow, arch="sm_90a").text
+    assert "split-K over 4 warps" in text and "evt_prefetch_" not in text
+    with_prefetch = codegen.generate(narrow, arch="sm_90a", prefetch=True).text
+    assert "bool evt_prefetch_down(" in with_prefetch and "evt_prefetch_gate_up" not in with_prefetch
+    assert "return evt_prefetch_down(" in with_prefetch
+    wide = swiglu.megakernel_for(swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32), evt.bf16).ir
+    assert "split-K" not in codegen.generate(wide, arch="sm_90a").text  # 8 blocks already busy 8 warps
+
+
+def test_prefetch_knob_is_part_of_the_cache_key(cache_dir, monkeypatch):
+    from evtdsl.examples import gemm_chain
+
+    off = compiler.compile_program(gemm_chain.mlp_chain.ir, arch="sm_90a")
+    monkeypatch.setenv("EVTDSL_L2_PREFETCH", "1")
+    on = compiler.compile_program(gemm_chain.mlp_chain.ir, arch="sm_90a")
+    assert on.key != off.key and on.cubin != off.cubin
+    assert "evt_prefetch_" in on.path.with_suffix(".cu").read_text()
+
+
 def test_literals_are_exact():
     from evtdsl.backends.cuda.codegen import literal
 
