@@ -247,6 +247,23 @@ def _bcast(idx: Sequence[str], out: Sequence[int], shape: Sequence[int]) -> Sequ
     return ["0" if n == 1 else idx[off + k] for k, n in enumerate(shape)]
 
 
+def _element_coords(o: Sequence[str], lead: int, idx: Sequence[str]) -> list[str]:
+    """Global coordinates of a tile element: the offsets ``o`` of a tensor's dims, the tile's coordinates
+    ``idx`` added to the last ``len(idx)`` of them (from ``lead`` on)."""
+    return list(o[:lead]) + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(idx)]
+
+
+def _inb_mask(tensor: str, coords: Sequence[str]) -> str:
+    """C++ test that ``coords`` lie inside the tensor ``tensor`` (its C name)."""
+    return " && ".join(f"evt::inb({x}, {tensor}.shape[{a}])" for a, x in enumerate(coords)) or "true"
+
+
+def _moves_leading_dims(load: N.Op, var: str) -> bool:
+    """Whether the loop variable ``var`` enters any offset of ``load`` but the last (the tile then does not
+    just walk along the tensor's last dimension)."""
+    return any(isinstance(x, N.Var) and x.name == var for off in load.args[1:-1] for x in _expr_nodes(off))
+
+
 class Hazards:
     """Places ``__syncthreads()`` between CTA ops: before an op that reads what an earlier op wrote, or
     writes what an earlier op read or wrote, since the last barrier."""
@@ -429,7 +446,6 @@ class _CopyPlan:
     pid: str
     it: int
     ndim: int
-    lead: int
     cols: int
 
 
@@ -511,8 +527,7 @@ class TaskGen:
                 continue  # a tile initialised from constants touches no memory
             elif isinstance(s, N.For):
                 loads = [n for n in self.pipeline_candidates(s) if self.tensors[n.args[0].name].readonly
-                         and not any(isinstance(x, N.Var) and x.name == s.var
-                                     for off in n.args[1:-1] for x in _expr_nodes(off))]
+                         and not _moves_leading_dims(n, s.var)]
                 return (pre, s, loads) if loads else None
             else:
                 return None
@@ -576,8 +591,8 @@ class TaskGen:
             self.e("evt_more = evt_more || evt_b < evt_c1;")
             self.e.open(f"for (int evt_r = threadIdx.x; evt_r < {nrows}; evt_r += {self.nt})")
             rc = _unflatten("evt_r", rows) if rows else []
-            g = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(rc)]
-            ok = " && ".join(f"evt::inb({x}, {ts}[{a}])" for a, x in enumerate(g)) or "true"
+            g = _element_coords(o, lead, rc)
+            ok = _inb_mask(t.cname, g)
             addr = " + ".join([f"{x} * {tst}[{a}]" for a, x in enumerate(g)] + ["evt_a"])
             self.e(f"if ({ok}) evt::prefetch_l2({t.cname}.ptr + {addr}, (evt_b - evt_a) * {d.itemsize});")
             self.e.close()
@@ -717,10 +732,9 @@ class TaskGen:
                 return f"{t.cname}.ptr[{addr}] = {conv(x, xt, store_t)};"
 
         def body(idx: Sequence[str]) -> None:
-            g = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(idx)]
-            mask = " && ".join(f"evt::inb({x}, {t.cname}.shape[{a}])" for a, x in enumerate(g))
+            g = _element_coords(o, lead, idx)
             addr = " + ".join(f"{x} * {t.cname}.stride[{a}]" for a, x in enumerate(g))
-            self.e(f"if ({mask}) {write(addr, v.at(idx), v.ctype)}")
+            self.e(f"if ({_inb_mask(t.cname, g)}) {write(addr, v.at(idx), v.ctype)}")
 
         if v.shape:
             self.element_loop(v.shape, body)
@@ -878,7 +892,7 @@ class TaskGen:
         if shape[-1] % vec:
             return None
         offs = n.args[1:]
-        if any(isinstance(x, N.Var) and x.name == var for off in offs[:-1] for x in _expr_nodes(off)):
+        if _moves_leading_dims(n, var):
             return None
         cv, rows = shape[-1] // vec, shape[:-1]
         nchunks = math.prod(rows) * cv
@@ -911,8 +925,7 @@ class TaskGen:
         self.e(f"{rel}[evt_i] = static_cast<int>(" + " + ".join(
             [f"(long long){c} * {tst}[{lead + k}]" for k, c in enumerate(rc)] + ["evt_cl"]) + ");")
         self.e(f"{dst}[evt_i] = {_lin([*rc, 'evt_cl'], ring.strides[1:])};")
-        g_rows = inv[:lead] + [f"({inv[lead + k]} + {c})" if c != "0" else inv[lead + k] for k, c in enumerate(rc)]
-        row_ok = " && ".join(f"evt::inb({x}, {ts}[{a}])" for a, x in enumerate(g_rows)) or "true"
+        row_ok = _inb_mask(t.cname, _element_coords(inv, lead, rc))
         self.e.open(f"if (evt_e < {nchunks})")
         self.e(f"{real} |= 1u << evt_i;")
         self.e(f"if ({row_ok}) {ok} |= 1u << evt_i;")
@@ -929,7 +942,7 @@ class TaskGen:
                    f"{ring.strides[0]} + {dst}[evt_i], evt::splat16<{T}>({other}));")
             self.e.close()
             self.e.close()
-        return _CopyPlan(t, pid, it, nd, lead, shape[-1])
+        return _CopyPlan(t, pid, it, nd, shape[-1])
 
     def planned_copy(self, plan: "_CopyPlan", stage: Buffer, n: N.Op) -> None:
         t, pid = plan.tensor, plan.pid
@@ -1034,8 +1047,8 @@ class TaskGen:
             self._chunk_loop(math.prod(rows) * cv)
             self.e(f"const int evt_cl = (evt_e % {cv}) * {vec};")
             rc = _unflatten(f"(evt_e / {cv})", rows) if rows else []
-            g_rows = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(rc)]
-            ok = " && ".join(f"evt::inb({x}, {ts}[{a}])" for a, x in enumerate(g_rows)) or "true"
+            g_rows = _element_coords(o, lead, rc)
+            ok = _inb_mask(t.cname, g_rows)
             self.e(f"const bool evt_rows = {ok};")
             self.e(f"const long long evt_gl = {o[last]} + evt_cl;")
             self.e(f"{T}* evt_d = {dst.ptr} + {_lin([*rc, 'evt_cl'], dst.strides)};")
@@ -1088,10 +1101,9 @@ class TaskGen:
         other = literal(op.attr("other", 0), op.type.dtype)
 
         def at(idx: Sequence[str]) -> str:
-            g = o[:lead] + [f"({o[lead + k]} + {c})" if c != "0" else o[lead + k] for k, c in enumerate(idx)]
-            mask = " && ".join(f"evt::inb({x}, {t.cname}.shape[{a}])" for a, x in enumerate(g))
+            g = _element_coords(o, lead, idx)
             addr = " + ".join(f"{x} * {t.cname}.stride[{a}]" for a, x in enumerate(g))
-            return f"(({mask}) ? {self._ld(t, addr)} : {other})"
+            return f"(({_inb_mask(t.cname, g)}) ? {self._ld(t, addr)} : {other})"
 
         return at
 
