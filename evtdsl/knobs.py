@@ -83,6 +83,12 @@ L2_PREFETCH: Knob[bool] = _knob(
     "tiles of its first loop (weights) into L2 while it waits, paced at about one CTA's share of the "
     "bandwidth. Off by default: on an H200 it gained nothing on the SwiGLU and GEMV-chain benchmarks (their "
     "phases already keep HBM busy) and cost up to 3%. Part of the kernel's cache key.")
+STREAM_WEIGHTS: Knob[bool] = _knob(
+    "EVTDSL_STREAM_WEIGHTS", False, _flag,
+    "Weights streamed into registers: in a loop that accumulates dot(x_tile, load(w).T) in registers over one "
+    "16-row block (a GEMV at decode sizes), the read-only w tile goes from global memory straight into the "
+    "mma fragments with 16-byte loads an iteration ahead, instead of through a cp.async shared-memory ring. "
+    "Off by default until measured faster on the GPU. Part of the kernel's cache key.")
 TIMINGS: Knob[bool] = _knob(
     "EVTDSL_TIMINGS", False, _flag,
     "Print the phases of each GPU compile (codegen, NVRTC, module load) to stderr.")

@@ -99,9 +99,16 @@ def test_generated_code_uses_the_fast_paths():
     """Few text checks, on what matters for speed: tensor cores and cp.async pipelines where they apply."""
     from evtdsl.examples import gemm_chain, routing
 
-    bf16 = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_90a").text
-    assert bf16.count("evt::dot_mma<") + bf16.count("evt::dot_mma_regs<") == 2
-    assert re.search(r"cp\.async pipeline: 2 load\(s\), [3-6] stages", bf16)
+    ring = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_90a").text
+    assert ring.count("evt::dot_mma<") + ring.count("evt::dot_mma_regs<") == 2
+    assert re.search(r"cp\.async pipeline: 2 load\(s\), [3-6] stages", ring) and "stream_load" not in ring
+    # with stream, both GEMMs (16-row blocks, register accumulators) stream their weights into registers: one
+    # load before each loop, and the loop unrolled by two, each half loading the next iteration's weights into
+    # the buffer the other half reads; only x / h go through the ring
+    bf16 = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_90a", stream=True).text
+    assert bf16.count("evt::dot_mma_stream<") == 4 and bf16.count("evt::stream_load_fast<") == 6
+    assert bf16.count("evt::stream_load<") == 6  # the general path of each, for tiles at the edges
+    assert len(re.findall(r"cp\.async pipeline: 1 load\(s\)", bf16)) == 2
     f32 = codegen.generate(routing.moe_route.ir, arch="sm_90a").text
     assert "evt::dot_fma<" in f32 and "evt::dot_mma<" not in f32
     sm80 = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_80").text
@@ -123,6 +130,43 @@ def test_split_k_and_prefetch_are_generated_where_they_apply():
     assert "return evt_prefetch_down(" in with_prefetch
     wide = swiglu.megakernel_for(swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32), evt.bf16).ir
     assert "split-K" not in codegen.generate(wide, arch="sm_90a").text  # 8 blocks already busy 8 warps
+
+
+SM, SK, SN = evt.dim("M"), evt.dim("K"), evt.dim("N")
+
+
+@evt.task(grid=(evt.cdiv(SN, 32),))
+def twice(j, x: evt.Tensor[SM, SK, evt.bf16], w: evt.Tensor[SN, SK, evt.bf16], y: evt.Tensor[SM, SN, evt.f32]):
+    acc = evt.zeros((16, 32), evt.f32)
+    acc2 = evt.zeros((16, 32), evt.f32)
+    for k in range(0, SK, 64):
+        b = evt.load(w, (j * 32, k), (32, 64))
+        acc += evt.dot(evt.load(x, (0, k), (16, 64)), b.T)
+        acc2 += evt.dot(evt.load(x, (16, k), (16, 64)), b.T)
+    evt.store(y, (0, j * 32), acc + acc2)
+
+
+@evt.megakernel
+def twice_mk(x: evt.Tensor[SM, SK, evt.bf16], w: evt.Tensor[SN, SK, evt.bf16], y: evt.Tensor[SM, SN, evt.f32]):
+    twice(x, w, y)
+
+
+def test_weights_stream_into_registers_only_where_they_may(monkeypatch):
+    """Streaming needs one 16-row block, a read-only weight and a register accumulator; bm=64 keeps the ring,
+    and so does a weight that the task also uses for something else."""
+    from evtdsl.library import swiglu
+
+    tall = swiglu.megakernel_for(swiglu.Config("two_phase", bm=64, bn=64), evt.bf16).ir
+    assert "stream_load" not in codegen.generate(tall, arch="sm_90a", stream=True).text
+    assert "stream_load" not in codegen.generate(tall, arch="sm_80", stream=True).text
+
+    assert "stream_load" not in codegen.generate(twice_mk.ir, arch="sm_90a", stream=True).text
+    # the knob is part of the cache key
+    monkeypatch.setenv("EVTDSL_STREAM_WEIGHTS", "0")
+    off = compiler.compile_program(tall, arch="sm_90a")
+    monkeypatch.setenv("EVTDSL_STREAM_WEIGHTS", "1")
+    on = compiler.compile_program(tall, arch="sm_90a")
+    assert off.key != on.key
 
 
 def test_prefetch_knob_is_part_of_the_cache_key(cache_dir, monkeypatch):

@@ -52,9 +52,9 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ w
 # Building and launching
 
 
-def build(program, debug: bool = False, nt: int = NT):
+def build(program, debug: bool = False, nt: int = NT, stream: bool = True):
     """(ctypes library, KernelSource) of ``program``'s kernel compiled for the host."""
-    src = codegen.generate(program, arch="sm_90a", num_threads=nt, debug=debug, prefetch=True)
+    src = codegen.generate(program, arch="sm_90a", num_threads=nt, debug=debug, prefetch=True, stream=stream)
     # every instance that waits runs all its L2-prefetch parts (one emulated CTA never has to wait)
     text = '#define EVT_PREFETCH_ALWAYS 1\n#include "evt_emu.h"\n' + src.text + HARNESS % src.name
     h = hashlib.sha256(text.encode())
@@ -78,11 +78,11 @@ def build(program, debug: bool = False, nt: int = NT):
 
 
 def run_emulated(mk, args: list, schedule: str = "static", debug: bool = False, verify_counts: bool = True,
-                 nt: int = NT):
+                 nt: int = NT, stream: bool = True):
     """Launch ``mk`` on host arrays (written in place) as one CTA of ``nt`` threads; returns (tables, final
     state) and raises the error the kernel recorded, as the GPU launch does."""
     program = mk.ir
-    lib, src = build(program, debug, nt)
+    lib, src = build(program, debug, nt, stream)
     arrays = {p.name: a for p, a in zip(program.params, args) if isinstance(p.type, TensorType)}
     scalars = {p.name: a for p, a in zip(program.params, args) if isinstance(p.type, ScalarType)}
     env = bind_sizes(program, arrays, lambda a: a.shape, scalars)
@@ -130,16 +130,17 @@ def poison(a: np.ndarray) -> None:
         a[...] = np.nan
 
 
-def compare(mk, args: dict, outputs: tuple[str, ...], schedule: str = "static", rtol: float = 1e-4, nt: int = NT):
+def compare(mk, args: dict, outputs: tuple[str, ...], schedule: str = "static", rtol: float = 1e-4, nt: int = NT,
+            stream: bool = True):
     """Run on the CPU backend and emulated; outputs (poisoned first, unless InOut) must agree. Inputs are
-    shared as they are (views keep their strides)."""
+    shared as they are (views keep their strides). ``stream``: weights may stream into registers."""
     cpu = {k: args[k].copy() if k in outputs else v for k, v in args.items()}
     emu = {k: args[k].copy() if k in outputs else v for k, v in args.items()}
     for name in outputs:
         if not mk.ir.param(name).type.inout:
             poison(emu[name])
     mk.run(*cpu.values(), backend="cpu", workers=2, schedule=schedule)
-    run_emulated(mk, list(emu.values()), schedule, nt=nt)
+    run_emulated(mk, list(emu.values()), schedule, nt=nt, stream=stream)
     for name in outputs:
         a, b = emu[name], cpu[name]
         if a.dtype.kind in "iub":
@@ -178,7 +179,12 @@ def case_gemm_chain(schedule: str) -> None:
             "h": np.empty((m, n), bf), "y": np.empty((m, p), np.float32)}
     compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3)
     compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3, nt=256)  # 8 warps: split-K
+    # weights through the cp.async ring instead of streamed into registers
+    compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3, stream=False)
     args["w1"] = (rng.standard_normal((n, k + 3)) / 8).astype(bf)[:, 3:]  # rows not 16-byte aligned
+    compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3)
+    # a transposed view: column stride 200, every streamed piece is read element by element
+    args["w1"] = np.ascontiguousarray((rng.standard_normal((k, n)) / 8).astype(bf)).T
     compare(gemm_chain.mlp_chain, args, ("g", "h", "y"), schedule, rtol=2e-3)
 
 
@@ -231,6 +237,8 @@ def case_swiglu(schedule: str) -> None:
         mk = swiglu.megakernel_for(cfg, dtype)
         args = swiglu_inputs(cfg, dtype, m=5, k=200, n=150)
         compare(mk, args, ("y",), schedule)
+        if cfg.bn == 16:
+            compare(mk, args, ("y",), schedule, stream=False)
         if schedule == "static" and cfg.bn == 64 and cfg.strategy == "two_phase":
             # down(i, c, q) waits on chunk q of h, so it prefetches its slice of w_down (rows c*256 ..., columns
             # q*128 ... q*128 + 127), 64 columns per part (a part is 32 KB over a 256-row tile), each row's range

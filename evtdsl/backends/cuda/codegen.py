@@ -24,8 +24,12 @@ f32 accumulation) for bf16/f16 tiles of fitting shapes and a plain FMA loop othe
 updated in a loop only by `acc = acc + dot(a, b)` (and not otherwise touched there) stays in mma
 fragments in registers for the whole loop: loaded from shared memory before it, stored back after it; when
 it has fewer 16x8 blocks than the CTA has warps, K is split among warps and the partial sums are added in a
-fixed order at the store. With ``prefetch``, a task that must wait on events (static schedule) first brings
-the read-only tiles of its first loop into L2 (``evt_prefetch_<task>``; see evt_sched.cuh).
+fixed order at the store. With ``stream`` (EVTDSL_STREAM_WEIGHTS), the weight of such a dot over one 16-row
+block, ``acc += dot(x_tile, load(w).T)`` with w read-only, skips shared memory: each warp loads the pieces of
+w its mma jobs use straight into registers (16-byte loads, k permuted within 32-wide chunks so that one load
+feeds two mma steps; evt_tile.cuh), an iteration ahead, the loop unrolled by two over two register buffers.
+With ``prefetch``, a task that must wait on events (static schedule) first brings the read-only tiles of its
+first loop into L2 (``evt_prefetch_<task>``; see evt_sched.cuh).
 """
 from __future__ import annotations
 
@@ -66,6 +70,8 @@ _SMEM_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101
 _PIPELINE_BYTES = 96 * 1024
 _INFLIGHT_BYTES = 40 * 1024
 _MAX_STAGES = 6
+# Registers per thread that the weights one loop streams into registers may hold (two iterations' worth).
+_STREAM_REGS = 64
 # Floats per thread that register-resident accumulators of one loop may hold.
 _REG_ACC_FLOATS = 64
 # Tile-load loops are unrolled when each thread copies at most this many 16-byte chunks.
@@ -463,6 +469,10 @@ class TaskGen:
         self.scopes: list[dict[str, Val]] = [{}]
         self.tensors: dict[str, _TensorParam] = {}
         self.pipelined: dict[int, Buffer] = {}
+        # id(load) -> (register array of the current iteration, its dot) for weights streamed into registers,
+        # and the loop-local names bound to loads in the loop being generated
+        self.streamed: dict[int, tuple[str, N.Op]] = {}
+        self._stream_names: dict[str, N.Op] = {}
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
@@ -664,6 +674,8 @@ class TaskGen:
             self.smem.sp = sp
             return
         assert isinstance(value.type, TileType)
+        if isinstance(value, N.Op) and id(value) in self.streamed:
+            return  # a streamed weight tile lives in registers; its only use, the dot, reads them
         if cur is None:
             if isinstance(value, N.Op) and value.name == "load" and id(value) in self.pipelined:
                 # a loop-local name for a pipelined load is the current stage itself
@@ -759,10 +771,11 @@ class TaskGen:
             self.haz.barrier()
         k = f"v_{s.var}"
         accs = self.register_accumulators(s)
-        self.open_register_accumulators(accs)
         loads = self.pipeline_candidates(s)
+        streams = self.stream_candidates(s, accs, loads)
+        self.open_register_accumulators(accs, streams)
         if loads:
-            self.pipelined_loop(s, k, lo_n, hi_n, st, cmp, loads)
+            self.pipelined_loop(s, k, lo_n, hi_n, st, cmp, [n for n in loads if id(n) not in streams], streams)
         else:
             self.e.open(f"for (int {k} = {lo_n}; {k} {cmp} {hi_n}; {k} += {st})")
             self.block(s.body, {s.var: Val.scalar(k, dt.i32)})
@@ -816,10 +829,16 @@ class TaskGen:
                     return False
         return True
 
-    def pipelined_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str, loads: list[N.Op]) -> None:
+    def pipelined_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str, loads: list[N.Op],
+                       streams: dict[int, N.Op] | None = None) -> None:
         """Iteration k waits for its stage, passes one barrier (its stage has landed for every thread, and
         every thread is done with the stage iteration k - 1 read), issues the copies of iteration
-        k + S - 1 into that freed stage, then runs the body: S - 1 stages stay in flight during the body."""
+        k + S - 1 into that freed stage, then runs the body: S - 1 stages stay in flight during the body.
+        Weights streamed into registers (``streams``) are loaded an iteration ahead, before the body."""
+        streams = streams or {}
+        if not loads:
+            self.register_stream_loop(s, k, lo, hi, st, cmp, streams)
+            return
         stage_bytes = _stage_bytes(loads)
         S = max(2, min(_MAX_STAGES, _PIPELINE_BYTES // stage_bytes, 1 + -(-_INFLIGHT_BYTES // stage_bytes)))
         sp = self.smem.sp
@@ -850,34 +869,202 @@ class TaskGen:
         self.e.close()
         self.e("evt::cp_async_commit();")
         self.e.close()
+        bufs = self.stream_prologue(s, lo, cmp, hi, streams)
         self.e("int evt_stage = 0;")
-        self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {st})")
-        self.e(f"evt::cp_async_wait<{S - 2}>();")
-        self.haz.barrier()
-        self.e.open("")
-        self.e(f"const int evt_kk = {k} + {(S - 1) * st};")
-        self.e(f"const int evt_ws = evt_stage == 0 ? {S - 1} : evt_stage - 1;")
-        self.e.open(f"if (evt_kk {cmp} {hi})")
-        issue("evt_kk", "evt_ws")
-        self.e.close()
-        self.e("evt::cp_async_commit();")
-        self.e.close()
-        for n, ring, size in rings:
-            cur = self.fresh("stage")
-            self.e(f"{ctype(n.type.dtype)}* {cur} = {ring.ptr} + evt_stage * {size};")
-            self.pipelined[id(n)] = Buffer(cur, n.type.shape, n.type.dtype, ring.region, ring.strides[1:])
-        self.block(s.body, {s.var: Val.scalar(k, dt.i32)})
+
+        def iteration(kk: str, half: int) -> None:
+            self.e(f"evt::cp_async_wait<{S - 2}>();")
+            self.haz.barrier()
+            self.e.open("")
+            self.e(f"const int evt_kk = {kk} + {(S - 1) * st};")
+            self.e(f"const int evt_ws = evt_stage == 0 ? {S - 1} : evt_stage - 1;")
+            self.e.open(f"if (evt_kk {cmp} {hi})")
+            issue("evt_kk", "evt_ws")
+            self.e.close()
+            self.e("evt::cp_async_commit();")
+            self.e.close()
+            for n, ring, size in rings:
+                cur = self.fresh("stage")
+                self.e(f"{ctype(n.type.dtype)}* {cur} = {ring.ptr} + evt_stage * {size};")
+                self.pipelined[id(n)] = Buffer(cur, n.type.shape, n.type.dtype, ring.region, ring.strides[1:])
+            self.stream_ahead(s, kk, st, cmp, hi, bufs, half)
+            self.block(s.body, {s.var: Val.scalar(kk, dt.i32)})
+            self.e(f"evt_stage = evt_stage == {S - 1} ? 0 : evt_stage + 1;")
+
+        self.stream_loop(k, lo, hi, st, cmp, bool(bufs), iteration)
         # the next iteration's barrier orders this body before the next one and before the copies that
         # overwrite its stage; what the body did stays pending for the code after the loop
         body_state = self.haz.state()
-        self.e(f"evt_stage = evt_stage == {S - 1} ? 0 : evt_stage + 1;")
-        self.e.close()
         self.e("evt::cp_async_wait<0>();")
         self.haz.restore(body_state)
         self.haz.op(tuple(ring.region for _, ring, _ in rings), ())
         for n in loads:
             del self.pipelined[id(n)]
+        for w in bufs:
+            del self.streamed[w]
         self.smem.sp = sp
+
+    def stream_loop(self, k: str, lo: str, hi: str, st: int, cmp: str, two: bool,
+                    iteration: Callable[[str, int], None]) -> None:
+        """The loop over k, its body emitted by ``iteration(k expression, half)``. With weights streamed into
+        registers (``two``) it is unrolled by two: half 0 computes from buffer 0 while buffer 1 receives the next
+        iteration's weights, half 1 the other way round, so no register copy waits for a load in flight."""
+        if not two:
+            self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {st})")
+            iteration(k, 0)
+            self.e.close()
+            return
+        self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {2 * st})")
+        iteration(k, 0)
+        self.e(f"if (!({k} + {st} {cmp} {hi})) break;")
+        self.e.open("")
+        self.e(f"const int {k}_1 = {k} + {st};")
+        iteration(f"{k}_1", 1)
+        self.e.close()
+        self.e.close()
+
+    # -- weights streamed into registers ------------------------------------------------------------
+    def _stream_ks(self, M: int, Nn: int, K: int) -> int:
+        """Split-K of a streamed dot: as _mma_ks, in whole 32-wide chunks."""
+        nw, blocks, ks = self.nt // 32, (M // 16) * (Nn // (8 * self._mma_nj(M, Nn))), 1
+        while blocks * ks * 2 <= nw and K % (32 * ks * 2) == 0:
+            ks *= 2
+        return ks
+
+    def _stream_shape(self, d: N.Op) -> tuple[int, int, int, int, int, int]:
+        """(M, N, K, NJ, KS, JPW) of a streamed dot."""
+        (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+        nj, ks = self._mma_nj(M, Nn), self._stream_ks(M, Nn, K)
+        jpw = -(-((M // 16) * (Nn // (8 * nj)) * ks) // (self.nt // 32))
+        return M, Nn, K, nj, ks, jpw
+
+    @staticmethod
+    def _stream_operand(d: N.Op, names: dict[str, N.Op]) -> N.Op | None:
+        """The load under ``trans`` in dot d's B operand: ``load(...).T`` or ``b.T`` with ``b = load(...)``."""
+        b = d.args[1]
+        if not (isinstance(b, N.Op) and b.name == "trans"):
+            return None
+        w = b.args[0]
+        if isinstance(w, N.Var):
+            w = names.get(w.name)
+        return w if isinstance(w, N.Op) and w.name == "load" else None
+
+    def stream_candidates(self, s: N.For, accs: list[tuple[str, Buffer, N.Op]], loads: list[N.Op]) -> dict[int, N.Op]:
+        """The pipelined loads to stream into registers, by id, with their dot: the B operand ``load(w).T`` of a
+        register-resident accumulator over one 16-row block, w a read-only 2-d tensor walked along its last
+        dim, the tile used nowhere else, masked elements zero; at most _STREAM_REGS registers per thread."""
+        if not self.kg.stream or self.kg.arch < 80:
+            return {}
+        cand = {id(n): n for n in loads}
+        uses: dict[int, int] = {}
+        var_uses: dict[str, int] = {}
+        for b in s.body:
+            for x in _stmt_exprs(b):
+                for node in _expr_nodes(x):
+                    uses[id(node)] = uses.get(id(node), 0) + 1
+                    if isinstance(node, N.Var):
+                        var_uses[node.name] = var_uses.get(node.name, 0) + 1
+        # loop-local names bound once, at the top level of the body, to a load
+        assigns = [b for b in _walk_stmts(s.body) if isinstance(b, N.Assign)]
+        names = {b.target: b.value for b in s.body if isinstance(b, N.Assign) and isinstance(b.value, N.Op)
+                 and b.value.name == "load" and sum(a.target == b.target for a in assigns) == 1
+                 and var_uses.get(b.target, 0) == 1 and self.lookup(b.target) is None}
+        self._stream_names = names
+        out: dict[int, N.Op] = {}
+        regs = 0
+        for _, _, d in accs:
+            w = self._stream_operand(d, names)
+            if w is None or id(w) not in cand or uses.get(id(w), 0) != 1 or uses.get(id(d.args[1]), 0) != 1:
+                continue
+            t = self.tensors[w.args[0].name]
+            M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+            if (not t.readonly or t.type.ndim != 2 or M != 16 or K % 32 or w.attr("other", 0) != 0
+                    or w.type.shape != (Nn, K) or _moves_leading_dims(w, s.var)):
+                continue
+            r = 2 * jpw * nj * (K // ks // 32) * 4
+            if regs + r > _STREAM_REGS:
+                continue
+            regs += r
+            out[id(w)] = d
+        return out
+
+    def _stream_issue(self, w: N.Op, d: N.Op, regs: str) -> None:
+        """Load the pieces of w's tile (at the loop variable in scope) this thread's jobs use into ``regs``."""
+        t = self.tensors[w.args[0].name]
+        M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+        self.e.open("")
+        o_r, o_c = self.offsets(t, w.args[1:])
+        ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
+        self.e(f"const long long evt_org = {o_r} * {tst}[0] + {o_c} * {tst}[1];")
+        # in-bounds rows / columns of the tile, clamped to it
+        self.e(f"const int evt_rlo = static_cast<int>(evt::clampll(-{o_r}, 0, {Nn})), "
+               f"evt_rhi = static_cast<int>(evt::clampll({ts}[0] - {o_r}, 0, {Nn}));")
+        self.e(f"const int evt_clo = static_cast<int>(evt::clampll(-{o_c}, 0, {K})), "
+               f"evt_chi = static_cast<int>(evt::clampll({ts}[1] - {o_c}, 0, {K}));")
+        self.e(f"const bool evt_fast = {tst}[1] == 1 && ({tst}[0] * {w.type.dtype.itemsize}) % 16 == 0 && "
+               f"(evt_org & 7) == 0 && evt::aligned16({t.cname}.ptr);")
+        shape = f"{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}, {jpw}"
+        self.e(f"if (evt_fast && evt_rlo == 0 && evt_rhi == {Nn} && evt_clo == 0 && evt_chi == {K}) "
+               f"evt::stream_load_fast<{shape}>({regs}, {t.cname}.ptr, evt_org, {tst}[0]);")
+        self.e(f"else evt::stream_load<{shape}>({regs}, {t.cname}.ptr, evt_org, {tst}[0], {tst}[1], evt_rlo, evt_rhi, "
+               "evt_clo, evt_chi, evt_fast);")
+        self.e.close()
+
+    def _stream_decl(self, d: N.Op, name: str) -> None:
+        M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+        self.e(f"uint4 {name}[{jpw}][{nj}][{K // ks // 32}];")
+
+    def stream_prologue(self, s: N.For, lo: str, cmp: str, hi: str, streams: dict[int, N.Op]
+                        ) -> dict[int, tuple[str, str]]:
+        """Declare each streamed load's two register buffers and load the first iteration's pieces into buffer
+        0; id(load) -> (buffer 0, buffer 1)."""
+        bufs: dict[int, tuple[str, str]] = {}
+        loads = {id(n): n for b in s.body for x in _stmt_exprs(b) for n in _expr_nodes(x) if id(n) in streams}
+        for wid, d in streams.items():
+            w = loads[wid]
+            b0, b1 = self.fresh("wregs"), self.fresh("wregs")
+            t = self.tensors[w.args[0].name]
+            self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into mma fragments, an "
+                   "iteration ahead, in two register buffers (no shared memory)")
+            self._stream_decl(d, b0)
+            self._stream_decl(d, b1)
+            self.e.open(f"if ({lo} {cmp} {hi})")
+            self.scopes.append({s.var: Val.scalar(lo, dt.i32)})
+            self._stream_issue(w, d, b0)
+            self.scopes.pop()
+            self.e.close()
+            bufs[wid] = (b0, b1)
+            self.streamed[wid] = (b0, d)
+        self._stream_loads = loads
+        return bufs
+
+    def stream_ahead(self, s: N.For, k: str, st: int, cmp: str, hi: str, bufs: dict[int, tuple[str, str]],
+                     half: int) -> None:
+        """Iteration k (``half`` of the unrolled pair): load iteration k + 1's pieces into the other buffer; the
+        dot reads this one."""
+        for wid, pair in bufs.items():
+            w, d = self._stream_loads[wid], self.streamed[wid][1]
+            self.e.open(f"if ({k} + {st} {cmp} {hi})")
+            self.scopes.append({s.var: Val.scalar(f"({k} + {st})", dt.i32)})
+            self._stream_issue(w, d, pair[1 - half])
+            self.scopes.pop()
+            self.e.close()
+            self.streamed[wid] = (pair[half], d)
+
+    def register_stream_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str,
+                             streams: dict[int, N.Op]) -> None:
+        """A loop whose only pipelined loads are streamed into registers: no shared-memory ring."""
+        bufs = self.stream_prologue(s, lo, cmp, hi, streams)
+
+        def iteration(kk: str, half: int) -> None:
+            self.stream_ahead(s, kk, st, cmp, hi, bufs, half)
+            self.block(s.body, {s.var: Val.scalar(kk, dt.i32)})
+            if self.haz.dirty:
+                self.haz.barrier()
+
+        self.stream_loop(k, lo, hi, st, cmp, True, iteration)
+        for w in bufs:
+            del self.streamed[w]
 
     def copy_plan(self, n: N.Op, var: str, ring: Buffer, S: int) -> "_CopyPlan | None":
         """Per-thread copy plan of a pipelined load whose offsets depend on the loop variable only in the last
@@ -1198,10 +1385,13 @@ class TaskGen:
             found.append((b.target, cur.buf, d))
         return found
 
-    def open_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]]) -> None:
+    def open_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]],
+                                   streams: dict[int, N.Op] | None = None) -> None:
+        streamed = {id(d) for d in (streams or {}).values()}
         for name, buf, d in accs:
             (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
-            nj, ks = self._mma_nj(M, Nn), self._mma_ks(M, Nn, K)
+            nj = self._mma_nj(M, Nn)
+            ks = self._stream_ks(M, Nn, K) if id(d) in streamed else self._mma_ks(M, Nn, K)
             jobs = (M // 16) * (Nn // (8 * nj)) * ks
             jpw = -(-jobs // (self.nt // 32))
             frag = self.fresh("frag")
@@ -1220,6 +1410,10 @@ class TaskGen:
 
     def dot_into_registers(self, d: N.Op) -> None:
         frag, _, nj, ks = self.reg_accs[id(d)]
+        w = self._stream_operand(d, self._stream_names)
+        if w is not None and id(w) in self.streamed:
+            self.dot_streamed(d, frag, self.streamed[id(w)][0])
+            return
         (a, a_t), (b, b_t) = self.dot_operand(d.args[0]), self.dot_operand(d.args[1])
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
         self.haz.op((a.region, b.region), ())
@@ -1230,6 +1424,22 @@ class TaskGen:
         a_kc, a_ld, b_kc, b_ld = mma
         self.e(f"evt::dot_mma_regs<{M}, {Nn}, {K}, {self.nt}, {ctype(a.dtype)}, {str(a_kc).lower()}, {a_ld}, "
                f"{str(b_kc).lower()}, {b_ld}, {nj}, {ks}>({frag}, {a.ptr}, {b.ptr});")
+
+    def dot_streamed(self, d: N.Op, frag: str, regs: str) -> None:
+        """acc += a @ w^T with w's pieces in registers; a is read from shared memory, k contiguous (copied into
+        such a tile first when it is not)."""
+        a, a_t = self.dot_operand(d.args[0])
+        a_rs, a_cs = (a.strides[1], a.strides[0]) if a_t else a.strides
+        if a_cs != 1 or a_rs % 8:
+            src = a
+            v = Val((src.shape[1], src.shape[0]), src.dtype, ctype(src.dtype), lambda idx: src.at([idx[1], idx[0]]),
+                    (src.region,), (), None) if a_t else Val.of_buffer(src)
+            a = self.materialize_val(v)
+            a_rs = a.strides[0]
+        self.haz.op((a.region,), ())
+        M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+        self.e(f"evt::dot_mma_stream<{M}, {Nn}, {K}, {self.nt}, {ctype(a.dtype)}, {a_rs}, {nj}, {ks}, {jpw}>("
+               f"{frag}, {a.ptr}, {regs});")
 
     # -- reductions ------------------------------------------------------------------------------
     def reduce(self, dst: Buffer, op: N.Op) -> None:
@@ -1372,8 +1582,9 @@ class KernelSource:
 
 class KernelGen:
     def __init__(self, program: N.Program, arch: int, num_threads: int, min_blocks: int, debug: bool,
-                 prefetch: bool = False):
+                 prefetch: bool = False, stream: bool = False):
         self.prefetch = prefetch
+        self.stream = stream
         self.program = program
         self.arch = arch
         self.num_threads = num_threads
@@ -1580,9 +1791,10 @@ def arch_number(arch: str) -> int:
 
 
 def generate(program: N.Program, *, arch: str, num_threads: int = 256, min_blocks: int = 2,
-             debug: bool = False, prefetch: bool = False) -> KernelSource:
+             debug: bool = False, prefetch: bool = False, stream: bool = False) -> KernelSource:
     """CUDA C++ of ``program``'s persistent kernel for ``arch`` (e.g. "sm_90a"); ``prefetch``: tasks that wait
-    bring their read-only tiles into L2 while they wait."""
+    bring their read-only tiles into L2 while they wait; ``stream``: decode-size GEMV weights go straight into
+    registers (see the module docstring)."""
     if num_threads % 32 or not 32 <= num_threads <= 1024:
         raise ValueError(f"num_threads must be a multiple of 32 from 32 to 1024, got {num_threads}")
-    return KernelGen(program, arch_number(arch), num_threads, min_blocks, debug, prefetch).generate()
+    return KernelGen(program, arch_number(arch), num_threads, min_blocks, debug, prefetch, stream).generate()

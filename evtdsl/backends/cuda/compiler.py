@@ -122,15 +122,17 @@ def _compile_error(src: KernelSource, arch: str, log: str) -> CudaCompileError:
 
 
 def compile_program(program: N.Program, *, arch: str | None = None, num_threads: int = 256, min_blocks: int = 2,
-                    debug: bool | None = None, prefetch: bool | None = None) -> CompiledKernel:
+                    debug: bool | None = None, prefetch: bool | None = None,
+                    stream: bool | None = None) -> CompiledKernel:
     """The cubin of ``program``'s persistent kernel: from the disk cache when it holds the same key, otherwise
     generated and compiled with NVRTC, then cached."""
     arch = arch or DEFAULT_ARCH
     arch_number(arch)
     debug = knobs.DEBUG.get() if debug is None else debug
     prefetch = knobs.L2_PREFETCH.get() if prefetch is None else prefetch
+    stream = knobs.STREAM_WEIGHTS.get() if stream is None else stream
     options: dict[str, Any] = {"num_threads": num_threads, "min_blocks": min_blocks, "debug": debug,
-                               "prefetch": prefetch}
+                               "prefetch": prefetch, "stream": stream}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     key = cache.kernel_key(program, arch=arch, nvrtc_version=nvrtc_version(), options=options)
@@ -150,7 +152,7 @@ def compile_program(program: N.Program, *, arch: str | None = None, num_threads:
             return k
     t0 = time.perf_counter()
     src = generate(program, arch=arch, num_threads=num_threads, min_blocks=min_blocks, debug=debug,
-                   prefetch=prefetch)
+                   prefetch=prefetch, stream=stream)
     timings["codegen"] = time.perf_counter() - t0
     if knobs.DUMP_CUDA.get():
         print(src.text, file=sys.stderr)

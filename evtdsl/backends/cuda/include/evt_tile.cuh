@@ -22,6 +22,11 @@ __device__ __forceinline__ long long ld_ro(const long long* p) { return __ldg(p)
 __device__ __forceinline__ __nv_bfloat16 ld_ro(const __nv_bfloat16* p) { return __ldg(p); }
 __device__ __forceinline__ __half ld_ro(const __half* p) { return __ldg(p); }
 
+__device__ __forceinline__ unsigned short bits16(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+__device__ __forceinline__ unsigned short bits16(__half x) { return __half_as_ushort(x); }
+// 16 bytes of shared memory (p 16-byte aligned).
+__device__ __forceinline__ uint4 ld_shared_vec16(const void* p) { return *reinterpret_cast<const uint4*>(p); }
+
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15) == 0; }
 
 // 16 bytes holding copies of v (the fill of a tile chunk whose rows are all masked out).
@@ -194,6 +199,127 @@ __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* 
     const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
     mma_block<K / KS, T, A_KC, A_LD, B_KC, B_LD, NJ>(acc[jj], A, B, (blk / J::NG) * 16, (blk % J::NG) * 8 * NJ,
                                                      slice * (K / KS));
+  }
+}
+
+// -- weights streamed into registers: dot with B read from global memory straight into mma fragments ------
+// For a register-resident accumulator whose B operand is a read-only weight tile W[N][K] (k contiguous),
+// as in a GEMV at decode sizes: each warp loads, with 16-byte non-coherent loads, exactly the pieces of W
+// its own mma jobs (MmaJobs, as dot_mma_regs) consume, into registers, an iteration ahead of their use; no
+// shared memory, no cp.async group and no barrier stands between HBM and the tensor cores. k is permuted
+// inside each 32-wide chunk so that one 16-byte load feeds two k16 steps: lane (g, t) holds
+// W[n0 + 8j + g][kc + 8t .. kc + 8t + 7], and step s in {0, 1} of the chunk uses k = kc + 8t + 4s + {0..3} in
+// the fragment slots of k = {2t, 2t + 1, 2t + 8, 2t + 9}; A is read from shared memory with the same
+// permutation, so the sum over k is unchanged (and only its order differs from the ldmatrix path).
+// M is one 16-row block (larger row blocks would load each W piece once per block).
+
+__device__ __forceinline__ long long clampll(long long v, long long lo, long long hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+template <int M, int N, int K, int NT, int NJ, int KS>
+struct StreamShape {
+  using J = MmaJobs<M, N, NT, NJ, KS>;
+  static constexpr int KC = K / KS / 32;  // 32-wide k chunks per job and stage
+  static_assert(M == 16, "weights stream into registers for one 16-row block");
+  static_assert(K % (32 * KS) == 0, "each split-K slice is whole 32-wide chunks");
+};
+
+// r[jj][j][c] = the 16 bytes of W this lane needs for chunk c of n-group j of its job jj, for the tile whose
+// origin is W + base (elements; row stride ld, column stride cs). Rows [rlo, rhi) and columns [clo, chi) of
+// the tile are in bounds, the others read as zero. fast: cs == 1 and every in-bounds 8-column run at a
+// multiple of 8 is 16-byte aligned, so that a whole in-bounds run is one vector load.
+template <int M, int N, int K, int NT, int NJ, int KS, int JPW, class T>
+__device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC], const T* W,
+                                            long long base, long long ld, long long cs, int rlo, int rhi, int clo,
+                                            int chi, bool fast) {
+  using S = StreamShape<M, N, K, NT, NJ, KS>;
+  using J = typename S::J;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int jj = 0; jj < JPW; ++jj) {
+    const int job = warp + jj * J::NW;
+    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
+    const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+    const int n0 = (blk % J::NG) * 8 * NJ;
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      const int row = n0 + 8 * j + g;
+      const bool row_ok = row >= rlo && row < rhi;
+#pragma unroll
+      for (int c = 0; c < S::KC; ++c) {
+        const int col = slice * (K / KS) + 32 * c + 8 * t;
+        const T* p = W + (base + row * ld + col * cs);
+        if (fast && row_ok && col >= clo && col + 8 <= chi) {
+          r[jj][j][c] = ld_vec16_ro(p);
+        } else {
+          unsigned short e[8];
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const bool ok = row_ok && col + u >= clo && col + u < chi;
+            e[u] = ok ? bits16(ld_ro(p + u * cs)) : static_cast<unsigned short>(0);
+          }
+          r[jj][j][c] = make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16),
+                                   e[4] | (unsigned(e[5]) << 16), e[6] | (unsigned(e[7]) << 16));
+        }
+      }
+    }
+  }
+}
+
+// stream_load of a tile that lies wholly in bounds, with cs == 1 and 16-byte aligned runs: vector loads only,
+// straight into r (no branch per piece, whose merge would wait for each load before issuing the next).
+template <int M, int N, int K, int NT, int NJ, int KS, int JPW, class T>
+__device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC],
+                                                 const T* W, long long base, long long ld) {
+  using S = StreamShape<M, N, K, NT, NJ, KS>;
+  using J = typename S::J;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int jj = 0; jj < JPW; ++jj) {
+    const int job = warp + jj * J::NW;
+    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
+    const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+    const T* p = W + (base + ((blk % J::NG) * 8 * NJ + g) * ld + slice * (K / KS) + 8 * t);
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int c = 0; c < S::KC; ++c) r[jj][j][c] = ld_vec16_ro(p + 8 * j * ld + 32 * c);
+  }
+}
+
+// acc += A @ W^T for the pieces r holds (stream_load of the same shape); A is a shared-memory tile, row-major
+// with leading dimension A_LD (a multiple of 8), 16-byte aligned.
+template <int M, int N, int K, int NT, class T, int A_LD, int NJ, int KS, int JPW>
+__device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const T* A,
+                                               const uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC]) {
+  using S = StreamShape<M, N, K, NT, NJ, KS>;
+  using J = typename S::J;
+  static_assert(A_LD % 8 == 0, "16-byte rows of A");
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int jj = 0; jj < JPW; ++jj) {
+    const int job = warp + jj * J::NW;
+    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
+    const int slice = job / J::BLOCKS;
+#pragma unroll
+    for (int c = 0; c < S::KC; ++c) {
+      const int col = slice * (K / KS) + 32 * c + 8 * t;
+      const uint4 lo = ld_shared_vec16(A + g * A_LD + col), hi = ld_shared_vec16(A + (g + 8) * A_LD + col);
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        const unsigned a[4] = {s ? lo.z : lo.x, s ? hi.z : hi.x, s ? lo.w : lo.y, s ? hi.w : hi.y};
+#pragma unroll
+        for (int j = 0; j < NJ; ++j) {
+          const uint4& w = r[jj][j][c];
+          const unsigned b[2] = {s ? w.z : w.x, s ? w.w : w.y};
+          mma_16816<T>(acc[jj][j], a, b);
+        }
+      }
+    }
   }
 }
 
