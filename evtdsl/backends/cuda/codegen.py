@@ -70,7 +70,9 @@ _SMEM_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101
 _PIPELINE_BYTES = 96 * 1024
 _INFLIGHT_BYTES = 40 * 1024
 _MAX_STAGES = 6
-# Registers per thread that the weights one loop streams into registers may hold (two iterations' worth).
+# Iterations ahead that weights streamed into registers are loaded (the loop is unrolled by one more), and the
+# registers per thread all the buffers of one loop may hold.
+_STREAM_AHEAD = 1
 _STREAM_REGS = 64
 # Floats per thread that register-resident accumulators of one loop may hold.
 _REG_ACC_FLOATS = 64
@@ -869,7 +871,7 @@ class TaskGen:
         self.e.close()
         self.e("evt::cp_async_commit();")
         self.e.close()
-        bufs = self.stream_prologue(s, lo, cmp, hi, streams)
+        bufs = self.stream_prologue(s, lo, cmp, hi, st, streams)
         self.e("int evt_stage = 0;")
 
         def iteration(kk: str, half: int) -> None:
@@ -904,23 +906,22 @@ class TaskGen:
             del self.streamed[w]
         self.smem.sp = sp
 
-    def stream_loop(self, k: str, lo: str, hi: str, st: int, cmp: str, two: bool,
+    def stream_loop(self, k: str, lo: str, hi: str, st: int, cmp: str, streaming: bool,
                     iteration: Callable[[str, int], None]) -> None:
-        """The loop over k, its body emitted by ``iteration(k expression, half)``. With weights streamed into
-        registers (``two``) it is unrolled by two: half 0 computes from buffer 0 while buffer 1 receives the next
-        iteration's weights, half 1 the other way round, so no register copy waits for a load in flight."""
-        if not two:
-            self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {st})")
-            iteration(k, 0)
-            self.e.close()
-            return
-        self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {2 * st})")
+        """The loop over k, its body emitted by ``iteration(k expression, phase)``. With weights streamed into
+        registers it is unrolled by the number of register buffers, _STREAM_AHEAD + 1: phase p computes from
+        buffer p while the buffer phase p - 1 read receives the weights _STREAM_AHEAD iterations ahead, so
+        no register copy waits for a load in flight."""
+        n = _STREAM_AHEAD + 1 if streaming else 1
+        self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {n * st})")
         iteration(k, 0)
-        self.e(f"if (!({k} + {st} {cmp} {hi})) break;")
-        self.e.open("")
-        self.e(f"const int {k}_1 = {k} + {st};")
-        iteration(f"{k}_1", 1)
-        self.e.close()
+        for p in range(1, n):
+            self.e(f"if (!({k} + {p * st} {cmp} {hi})) break;")
+            self.e.open("")
+            self.e(f"const int {k}_{p} = {k} + {p * st};")
+            iteration(f"{k}_{p}", p)
+        for p in range(1, n):
+            self.e.close()
         self.e.close()
 
     # -- weights streamed into registers ------------------------------------------------------------
@@ -981,7 +982,7 @@ class TaskGen:
             if (not t.readonly or t.type.ndim != 2 or M != 16 or K % 32 or w.attr("other", 0) != 0
                     or w.type.shape != (Nn, K) or _moves_leading_dims(w, s.var)):
                 continue
-            r = 2 * jpw * nj * (K // ks // 32) * 4
+            r = (_STREAM_AHEAD + 1) * jpw * nj * (K // ks // 32) * 4
             if regs + r > _STREAM_REGS:
                 continue
             regs += r
@@ -1014,47 +1015,50 @@ class TaskGen:
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
         self.e(f"uint4 {name}[{jpw}][{nj}][{K // ks // 32}];")
 
-    def stream_prologue(self, s: N.For, lo: str, cmp: str, hi: str, streams: dict[int, N.Op]
-                        ) -> dict[int, tuple[str, str]]:
-        """Declare each streamed load's two register buffers and load the first iteration's pieces into buffer
-        0; id(load) -> (buffer 0, buffer 1)."""
-        bufs: dict[int, tuple[str, str]] = {}
+    def stream_prologue(self, s: N.For, lo: str, cmp: str, hi: str, st: int, streams: dict[int, N.Op]
+                        ) -> dict[int, tuple[str, ...]]:
+        """Declare each streamed load's register buffers and load the first _STREAM_AHEAD iterations' pieces
+        into buffers 0, 1, ...; id(load) -> its buffers."""
+        bufs: dict[int, tuple[str, ...]] = {}
         loads = {id(n): n for b in s.body for x in _stmt_exprs(b) for n in _expr_nodes(x) if id(n) in streams}
         for wid, d in streams.items():
             w = loads[wid]
-            b0, b1 = self.fresh("wregs"), self.fresh("wregs")
+            names = tuple(self.fresh("wregs") for _ in range(_STREAM_AHEAD + 1))
             t = self.tensors[w.args[0].name]
-            self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into mma fragments, an "
-                   "iteration ahead, in two register buffers (no shared memory)")
-            self._stream_decl(d, b0)
-            self._stream_decl(d, b1)
-            self.e.open(f"if ({lo} {cmp} {hi})")
-            self.scopes.append({s.var: Val.scalar(lo, dt.i32)})
-            self._stream_issue(w, d, b0)
-            self.scopes.pop()
-            self.e.close()
-            bufs[wid] = (b0, b1)
-            self.streamed[wid] = (b0, d)
+            self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into mma fragments, "
+                   f"{_STREAM_AHEAD} iteration(s) ahead, in {len(names)} register buffers (no shared memory)")
+            for b in names:
+                self._stream_decl(d, b)
+            for a in range(_STREAM_AHEAD):
+                kk = f"({lo} + {a * st})" if a else lo
+                self.e.open(f"if ({kk} {cmp} {hi})")
+                self.scopes.append({s.var: Val.scalar(kk, dt.i32)})
+                self._stream_issue(w, d, names[a])
+                self.scopes.pop()
+                self.e.close()
+            bufs[wid] = names
+            self.streamed[wid] = (names[0], d)
         self._stream_loads = loads
         return bufs
 
-    def stream_ahead(self, s: N.For, k: str, st: int, cmp: str, hi: str, bufs: dict[int, tuple[str, str]],
-                     half: int) -> None:
-        """Iteration k (``half`` of the unrolled pair): load iteration k + 1's pieces into the other buffer; the
-        dot reads this one."""
-        for wid, pair in bufs.items():
+    def stream_ahead(self, s: N.For, k: str, st: int, cmp: str, hi: str, bufs: dict[int, tuple[str, ...]],
+                     phase: int) -> None:
+        """Iteration k (``phase`` of the unrolled loop): load the pieces of iteration k + _STREAM_AHEAD into the
+        buffer the previous phase read; the dot reads buffer ``phase``."""
+        for wid, names in bufs.items():
             w, d = self._stream_loads[wid], self.streamed[wid][1]
-            self.e.open(f"if ({k} + {st} {cmp} {hi})")
-            self.scopes.append({s.var: Val.scalar(f"({k} + {st})", dt.i32)})
-            self._stream_issue(w, d, pair[1 - half])
+            ahead = f"({k} + {_STREAM_AHEAD * st})"
+            self.e.open(f"if ({ahead} {cmp} {hi})")
+            self.scopes.append({s.var: Val.scalar(ahead, dt.i32)})
+            self._stream_issue(w, d, names[(phase + _STREAM_AHEAD) % len(names)])
             self.scopes.pop()
             self.e.close()
-            self.streamed[wid] = (pair[half], d)
+            self.streamed[wid] = (names[phase], d)
 
     def register_stream_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str,
                              streams: dict[int, N.Op]) -> None:
         """A loop whose only pipelined loads are streamed into registers: no shared-memory ring."""
-        bufs = self.stream_prologue(s, lo, cmp, hi, streams)
+        bufs = self.stream_prologue(s, lo, cmp, hi, st, streams)
 
         def iteration(kk: str, half: int) -> None:
             self.stream_ahead(s, kk, st, cmp, hi, bufs, half)
