@@ -6,7 +6,8 @@
    CUDA graphs; every SwiGLU variant at M = 1 ... 128 against float32, a real-size patched Llama;
 2. the compile-only and emulation tests (test_cuda_codegen.py, test_cuda_emulate.py, test_cuda_kernels.py);
 3. compute-sanitizer memcheck, racecheck and synccheck on a small driver that runs the examples and the
-   ops zoo on the GPU (when compute-sanitizer is on PATH or under /usr/local/cuda*/bin).
+   ops zoo on the GPU, and the GEMM chain again with weights streamed into registers (when compute-sanitizer
+   is on PATH or under /usr/local/cuda*/bin).
 
 Logs go to ``$OUT`` when set (the device runner returns that folder), else to a temporary folder.
 
@@ -39,6 +40,13 @@ for name, (mk, make, outputs, rtol) in T._examples().items():
         print("ok", name, schedule, flush=True)
 T.run_both(zoo, zoo_inputs(36, 80), OUTPUTS, "dynamic", rtol=1e-3)
 print("ok zoo", flush=True)
+# weights streamed into registers (EVTDSL_STREAM_WEIGHTS, off by default): the GEMM chain's two GEMMs use it
+import os
+os.environ["EVTDSL_STREAM_WEIGHTS"] = "1"
+mk, make, outputs, rtol = T._examples()["gemm_chain"]
+for schedule in ("static", "dynamic"):
+    T.run_both(mk, make(), outputs, schedule, rtol=rtol)
+    print("ok gemm_chain streamed", schedule, flush=True)
 """
 
 
