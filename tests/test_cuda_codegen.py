@@ -151,6 +151,24 @@ def twice_mk(x: evt.Tensor[SM, SK, evt.bf16], w: evt.Tensor[SN, SK, evt.bf16], y
     twice(x, w, y)
 
 
+@evt.task(grid=(evt.cdiv(SN, 32),))
+def kept(j, x: evt.Tensor[SM, SK, evt.bf16], w: evt.Tensor[SN, SK, evt.bf16], y: evt.Tensor[SM, SN, evt.f32],
+         last: evt.Tensor[SN, SK, evt.bf16]):
+    acc = evt.zeros((16, 32), evt.f32)
+    b = evt.zeros((32, 64), evt.bf16)
+    for k in range(0, SK, 64):
+        b = evt.load(w, (j * 32, k), (32, 64))
+        acc += evt.dot(evt.load(x, (0, k), (16, 64)), b.T)
+    evt.store(y, (0, j * 32), acc)
+    evt.store(last, (j * 32, 0), b)
+
+
+@evt.megakernel
+def kept_mk(x: evt.Tensor[SM, SK, evt.bf16], w: evt.Tensor[SN, SK, evt.bf16], y: evt.Tensor[SM, SN, evt.f32],
+            last: evt.Tensor[SN, SK, evt.bf16]):
+    kept(x, w, y, last)
+
+
 def test_weights_stream_into_registers_only_where_they_may(monkeypatch):
     """Streaming needs one 16-row block, a read-only weight and a register accumulator; bm=64 keeps the ring,
     and so does a weight that the task also uses for something else."""
@@ -161,6 +179,8 @@ def test_weights_stream_into_registers_only_where_they_may(monkeypatch):
     assert "stream_load" not in codegen.generate(tall, arch="sm_80", stream=True).text
 
     assert "stream_load" not in codegen.generate(twice_mk.ir, arch="sm_90a", stream=True).text
+    # a tile the task reads again after the loop must exist in shared memory
+    assert "stream_load" not in codegen.generate(kept_mk.ir, arch="sm_90a", stream=True).text
     # the knob is part of the cache key
     monkeypatch.setenv("EVTDSL_STREAM_WEIGHTS", "0")
     off = compiler.compile_program(tall, arch="sm_90a")

@@ -475,6 +475,7 @@ class TaskGen:
         # and the loop-local names bound to loads in the loop being generated
         self.streamed: dict[int, tuple[str, N.Op]] = {}
         self._stream_names: dict[str, N.Op] = {}
+        self._stream_loads: dict[int, N.Op] = {}
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
@@ -965,11 +966,19 @@ class TaskGen:
                     uses[id(node)] = uses.get(id(node), 0) + 1
                     if isinstance(node, N.Var):
                         var_uses[node.name] = var_uses.get(node.name, 0) + 1
-        # loop-local names bound once, at the top level of the body, to a load
+        # loop-local names bound once, at the top level of the body, to a load, and read once in the whole task
+        # (the one read being in the loop)
         assigns = [b for b in _walk_stmts(s.body) if isinstance(b, N.Assign)]
+        task_uses: dict[str, int] = {}
+        for b in _walk_stmts(self.task.body):
+            for x in _stmt_exprs(b):
+                for node in _expr_nodes(x):
+                    if isinstance(node, N.Var):
+                        task_uses[node.name] = task_uses.get(node.name, 0) + 1
         names = {b.target: b.value for b in s.body if isinstance(b, N.Assign) and isinstance(b.value, N.Op)
                  and b.value.name == "load" and sum(a.target == b.target for a in assigns) == 1
-                 and var_uses.get(b.target, 0) == 1 and self.lookup(b.target) is None}
+                 and var_uses.get(b.target, 0) == 1 and task_uses.get(b.target, 0) == 1
+                 and self.lookup(b.target) is None}
         self._stream_names = names
         out: dict[int, N.Op] = {}
         regs = 0
