@@ -471,11 +471,9 @@ class TaskGen:
         self.scopes: list[dict[str, Val]] = [{}]
         self.tensors: dict[str, _TensorParam] = {}
         self.pipelined: dict[int, Buffer] = {}
-        # id(load) -> (register array of the current iteration, its dot) for weights streamed into registers,
-        # and the loop-local names bound to loads in the loop being generated
-        self.streamed: dict[int, tuple[str, N.Op]] = {}
-        self._stream_names: dict[str, N.Op] = {}
-        self._stream_loads: dict[int, N.Op] = {}
+        # weights streamed into registers: id(load) -> (the load, its dot, the register array the current
+        # iteration's dot reads)
+        self.streamed: dict[int, tuple[N.Op, N.Op, str]] = {}
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
@@ -833,7 +831,7 @@ class TaskGen:
         return True
 
     def pipelined_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str, loads: list[N.Op],
-                       streams: dict[int, N.Op] | None = None) -> None:
+                       streams: dict[int, tuple[N.Op, N.Op]] | None = None) -> None:
         """Iteration k waits for its stage, passes one barrier (its stage has landed for every thread, and
         every thread is done with the stage iteration k - 1 read), issues the copies of iteration
         k + S - 1 into that freed stage, then runs the body: S - 1 stages stay in flight during the body.
@@ -951,8 +949,9 @@ class TaskGen:
             w = names.get(w.name)
         return w if isinstance(w, N.Op) and w.name == "load" else None
 
-    def stream_candidates(self, s: N.For, accs: list[tuple[str, Buffer, N.Op]], loads: list[N.Op]) -> dict[int, N.Op]:
-        """The pipelined loads to stream into registers, by id, with their dot: the B operand ``load(w).T`` of a
+    def stream_candidates(self, s: N.For, accs: list[tuple[str, Buffer, N.Op]], loads: list[N.Op]
+                          ) -> dict[int, tuple[N.Op, N.Op]]:
+        """The pipelined loads to stream into registers: id(load) -> (load, dot), the load being the B operand ``load(w).T`` of a
         register-resident accumulator over one 16-row block, w a read-only 2-d tensor walked along its last
         dim, the tile used nowhere else, masked elements zero; at most _STREAM_REGS registers per thread."""
         if not self.kg.stream or self.kg.arch < 80:
@@ -979,8 +978,7 @@ class TaskGen:
                  and b.value.name == "load" and sum(a.target == b.target for a in assigns) == 1
                  and var_uses.get(b.target, 0) == 1 and task_uses.get(b.target, 0) == 1
                  and self.lookup(b.target) is None}
-        self._stream_names = names
-        out: dict[int, N.Op] = {}
+        out: dict[int, tuple[N.Op, N.Op]] = {}
         regs = 0
         for _, _, d in accs:
             w = self._stream_operand(d, names)
@@ -995,7 +993,7 @@ class TaskGen:
             if regs + r > _STREAM_REGS:
                 continue
             regs += r
-            out[id(w)] = d
+            out[id(w)] = (w, d)
         return out
 
     def _stream_issue(self, w: N.Op, d: N.Op, regs: str) -> None:
@@ -1024,14 +1022,12 @@ class TaskGen:
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
         self.e(f"uint4 {name}[{jpw}][{nj}][{K // ks // 32}];")
 
-    def stream_prologue(self, s: N.For, lo: str, cmp: str, hi: str, st: int, streams: dict[int, N.Op]
-                        ) -> dict[int, tuple[str, ...]]:
+    def stream_prologue(self, s: N.For, lo: str, cmp: str, hi: str, st: int,
+                        streams: dict[int, tuple[N.Op, N.Op]]) -> dict[int, tuple[str, ...]]:
         """Declare each streamed load's register buffers and load the first _STREAM_AHEAD iterations' pieces
         into buffers 0, 1, ...; id(load) -> its buffers."""
         bufs: dict[int, tuple[str, ...]] = {}
-        loads = {id(n): n for b in s.body for x in _stmt_exprs(b) for n in _expr_nodes(x) if id(n) in streams}
-        for wid, d in streams.items():
-            w = loads[wid]
+        for wid, (w, d) in streams.items():
             names = tuple(self.fresh("wregs") for _ in range(_STREAM_AHEAD + 1))
             t = self.tensors[w.args[0].name]
             self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into mma fragments, "
@@ -1046,8 +1042,7 @@ class TaskGen:
                 self.scopes.pop()
                 self.e.close()
             bufs[wid] = names
-            self.streamed[wid] = (names[0], d)
-        self._stream_loads = loads
+            self.streamed[wid] = (w, d, names[0])
         return bufs
 
     def stream_ahead(self, s: N.For, k: str, st: int, cmp: str, hi: str, bufs: dict[int, tuple[str, ...]],
@@ -1055,17 +1050,17 @@ class TaskGen:
         """Iteration k (``phase`` of the unrolled loop): load the pieces of iteration k + _STREAM_AHEAD into the
         buffer the previous phase read; the dot reads buffer ``phase``."""
         for wid, names in bufs.items():
-            w, d = self._stream_loads[wid], self.streamed[wid][1]
+            w, d, _ = self.streamed[wid]
             ahead = f"({k} + {_STREAM_AHEAD * st})"
             self.e.open(f"if ({ahead} {cmp} {hi})")
             self.scopes.append({s.var: Val.scalar(ahead, dt.i32)})
             self._stream_issue(w, d, names[(phase + _STREAM_AHEAD) % len(names)])
             self.scopes.pop()
             self.e.close()
-            self.streamed[wid] = (names[phase], d)
+            self.streamed[wid] = (w, d, names[phase])
 
     def register_stream_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str,
-                             streams: dict[int, N.Op]) -> None:
+                             streams: dict[int, tuple[N.Op, N.Op]]) -> None:
         """A loop whose only pipelined loads are streamed into registers: no shared-memory ring."""
         bufs = self.stream_prologue(s, lo, cmp, hi, st, streams)
 
@@ -1100,7 +1095,7 @@ class TaskGen:
         if it > _UNROLL_CHUNKS or it > 32:
             return None
         nd, lead, last = t.type.ndim, t.type.ndim - len(shape), t.type.ndim - 1
-        ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
+        tst = f"{t.cname}.stride"
         inv = self.offsets(t, offs[:-1])
         pid = self.fresh("plan")
         rel, dst, ok, real = f"{pid}_rel", f"{pid}_dst", f"{pid}_ok", f"{pid}_in"
@@ -1399,8 +1394,8 @@ class TaskGen:
         return found
 
     def open_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]],
-                                   streams: dict[int, N.Op] | None = None) -> None:
-        streamed = {id(d) for d in (streams or {}).values()}
+                                   streams: dict[int, tuple[N.Op, N.Op]] | None = None) -> None:
+        streamed = {id(d) for _, d in (streams or {}).values()}
         for name, buf, d in accs:
             (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
             nj = self._mma_nj(M, Nn)
@@ -1423,9 +1418,9 @@ class TaskGen:
 
     def dot_into_registers(self, d: N.Op) -> None:
         frag, _, nj, ks = self.reg_accs[id(d)]
-        w = self._stream_operand(d, self._stream_names)
-        if w is not None and id(w) in self.streamed:
-            self.dot_streamed(d, frag, self.streamed[id(w)][0])
+        regs = next((r for _, sd, r in self.streamed.values() if sd is d), None)
+        if regs is not None:
+            self.dot_streamed(d, frag, regs)
             return
         (a, a_t), (b, b_t) = self.dot_operand(d.args[0]), self.dot_operand(d.args[1])
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape

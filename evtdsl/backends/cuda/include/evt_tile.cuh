@@ -131,6 +131,14 @@ struct MmaJobs {
   static constexpr int NW = NT / 32, NG = N / (8 * NJ), BLOCKS = (M / 16) * NG, JOBS = BLOCKS * KS,
                        JPW = (JOBS + NW - 1) / NW;
   static_assert(KS == 1 || JOBS <= NW, "split-K gives each warp one job at most");
+  // This warp's job jj: false past the last job; otherwise its output block and split-K slice.
+  static __device__ __forceinline__ bool at(int jj, int& blk, int& slice) {
+    const int job = static_cast<int>(threadIdx.x) / 32 + jj * NW;
+    if (JOBS % NW != 0 && job >= JOBS) return false;
+    blk = job % BLOCKS;
+    slice = job / BLOCKS;
+    return true;
+  }
 };
 
 // Register-resident accumulator: acc[jj] holds job warp + jj * NW of C (M x N, float) in fragment layout;
@@ -140,16 +148,15 @@ struct MmaJobs {
 template <int M, int N, int NT, int NJ, int LDC, bool STORE, int KS, int JPW>
 __device__ __forceinline__ void frag_move(float (&acc)[JPW][NJ][4], float* C) {
   using J = MmaJobs<M, N, NT, NJ, KS>;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   const int r = lane >> 2, c = (lane & 3) * 2;
 #pragma unroll
   for (int pass = 0; pass < (STORE ? KS : 1); ++pass) {
     if (pass > 0) __syncthreads();
 #pragma unroll
     for (int jj = 0; jj < JPW; ++jj) {
-      const int job = warp + jj * J::NW;
-      if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
-      const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+      int blk, slice;
+      if (!J::at(jj, blk, slice)) continue;
       if (STORE && slice != pass) continue;
       const int m0 = (blk / J::NG) * 16, n0 = (blk % J::NG) * 8 * NJ;
 #pragma unroll
@@ -191,12 +198,10 @@ template <int M, int N, int K, int NT, class T, bool A_KC, int A_LD, bool B_KC, 
 __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* A, const T* B) {
   using J = MmaJobs<M, N, NT, NJ, KS>;
   static_assert(K % (16 * KS) == 0, "split-K slices are whole k16 steps");
-  const int warp = threadIdx.x / 32;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
-    const int job = warp + jj * J::NW;
-    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
-    const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+    int blk, slice;
+    if (!J::at(jj, blk, slice)) continue;
     mma_block<K / KS, T, A_KC, A_LD, B_KC, B_LD, NJ>(acc[jj], A, B, (blk / J::NG) * 16, (blk % J::NG) * 8 * NJ,
                                                      slice * (K / KS));
   }
@@ -235,13 +240,12 @@ __device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N
                                             int chi, bool fast) {
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
-    const int job = warp + jj * J::NW;
-    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
-    const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+    int blk, slice;
+    if (!J::at(jj, blk, slice)) continue;
     const int n0 = (blk % J::NG) * 8 * NJ;
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
@@ -275,13 +279,12 @@ __device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape
                                                  const T* W, long long base, long long ld) {
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
-    const int job = warp + jj * J::NW;
-    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
-    const int blk = job % J::BLOCKS, slice = job / J::BLOCKS;
+    int blk, slice;
+    if (!J::at(jj, blk, slice)) continue;
     const T* p = W + (base + ((blk % J::NG) * 8 * NJ + g) * ld + slice * (K / KS) + 8 * t);
 #pragma unroll
     for (int j = 0; j < NJ; ++j)
@@ -298,13 +301,12 @@ __device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const T
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
   static_assert(A_LD % 8 == 0, "16-byte rows of A");
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
-    const int job = warp + jj * J::NW;
-    if (J::JOBS % J::NW != 0 && job >= J::JOBS) continue;
-    const int slice = job / J::BLOCKS;
+    int blk, slice;
+    if (!J::at(jj, blk, slice)) continue;
 #pragma unroll
     for (int c = 0; c < S::KC; ++c) {
       const int col = slice * (K / KS) + 32 * c + 8 * t;
