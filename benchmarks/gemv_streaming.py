@@ -22,8 +22,9 @@ from evtdsl.library import mlp, swiglu
 
 M, K, N = evt.dim("M"), evt.dim("K"), evt.dim("N")
 BM = 16
-TILES = [(16, 128), (16, 256), (32, 128), (32, 256), (64, 64), (64, 128), (128, 64)]
+TILES = [(16, 128), (16, 256), (32, 128), (32, 256), (32, 512), (64, 64), (64, 128), (64, 256), (128, 64)]
 SWIGLU = [swiglu.Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64),
+          swiglu.Config("two_phase", bm=16, bn=32, bk=256, bc=64, chunk=64),
           swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32)]
 # how weights reach the tensor cores: (name, EVTDSL_STREAM_WEIGHTS, iterations ahead)
 MODES = [("ring", "0", None), ("stream-1", "1", 1), ("stream-2", "1", 2)]

@@ -73,7 +73,8 @@ def make_gemv_chain(bn_up: int, bk_up: int, bn_down: int, bk_down: int) -> evt.M
 
 
 CHAIN_CONFIGS = {"up64x64_down64x64": (64, 64, 64, 64), "up32x128_down16x256": (32, 128, 16, 256),
-                 "up64x128_down32x128": (64, 128, 32, 128), "up64x128_down16x512": (64, 128, 16, 512)}
+                 "up64x128_down32x128": (64, 128, 32, 128), "up64x128_down16x512": (64, 128, 16, 512),
+                 "up64x256_down16x512": (64, 256, 16, 512), "up32x512_down16x512": (32, 512, 16, 512)}
 
 
 def main():

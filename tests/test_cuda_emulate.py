@@ -254,6 +254,11 @@ def case_swiglu(schedule: str) -> None:
             want = sum(trimmed(w.ctypes.data + r * w.strides[0] + 2 * c0, w.ctypes.data + r * w.strides[0] + 2 * c1)
                        for r in range(w.shape[0]) for c0, c1 in parts)
             assert sum(nb for _, nb in PREFETCHED[-1]) == want > 0, (sum(nb for _, nb in PREFETCHED[-1]), want)
+    # 8 warps and 256-wide k tiles: each warp streams 16 rows x 128 columns of a weight (split-K over 2 warps),
+    # two rows per load instruction; K = 600 leaves a partial last tile
+    wide = swiglu.Config("two_phase", bm=16, bn=64, bk=256, bc=64, chunk=4)
+    compare(swiglu.megakernel_for(wide, evt.bf16), swiglu_inputs(wide, evt.bf16, m=5, k=600, n=200), ("y",),
+            schedule, nt=256)
 
 
 def case_timeout(schedule: str) -> None:

@@ -474,6 +474,7 @@ class TaskGen:
         # weights streamed into registers: id(load) -> (the load, its dot, the register array the current
         # iteration's dot reads)
         self.streamed: dict[int, tuple[N.Op, N.Op, str]] = {}
+        self.stream_stage: str | None = None  # the current loop's transposition buffer for streamed weights
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
@@ -924,9 +925,15 @@ class TaskGen:
         self.e.close()
 
     # -- weights streamed into registers ------------------------------------------------------------
+    @staticmethod
+    def _stream_nj(Nn: int) -> int:
+        """n8 blocks per job of a streamed dot: two where they divide the tile (16 rows of W per warp read
+        measured fastest, benchmarks/gemv_paths.py)."""
+        return 2 if (Nn // 8) % 2 == 0 else 1
+
     def _stream_ks(self, M: int, Nn: int, K: int) -> int:
         """Split-K of a streamed dot: as _mma_ks, in whole 32-wide chunks."""
-        nw, blocks, ks = self.nt // 32, (M // 16) * (Nn // (8 * self._mma_nj(M, Nn))), 1
+        nw, blocks, ks = self.nt // 32, (M // 16) * (Nn // (8 * self._stream_nj(Nn))), 1
         while blocks * ks * 2 <= nw and K % (32 * ks * 2) == 0:
             ks *= 2
         return ks
@@ -934,7 +941,7 @@ class TaskGen:
     def _stream_shape(self, d: N.Op) -> tuple[int, int, int, int, int, int]:
         """(M, N, K, NJ, KS, JPW) of a streamed dot."""
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
-        nj, ks = self._mma_nj(M, Nn), self._stream_ks(M, Nn, K)
+        nj, ks = self._stream_nj(Nn), self._stream_ks(M, Nn, K)
         jpw = -(-((M // 16) * (Nn // (8 * nj)) * ks) // (self.nt // 32))
         return M, Nn, K, nj, ks, jpw
 
@@ -1018,6 +1025,11 @@ class TaskGen:
                "evt_clo, evt_chi, evt_fast);")
         self.e.close()
 
+    def _stream_stage_elems(self, d: N.Op) -> int:
+        """Elements of one warp's transposition buffer for streamed dot d (StreamShape::WARP_ELEMS)."""
+        M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+        return 8 * nj * (-(-(K // ks) * 2 // 128) * 128 + 64) // 2
+
     def _stream_decl(self, d: N.Op, name: str) -> None:
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
         self.e(f"uint4 {name}[{jpw}][{nj}][{K // ks // 32}];")
@@ -1027,11 +1039,17 @@ class TaskGen:
         """Declare each streamed load's register buffers and load the first _STREAM_AHEAD iterations' pieces
         into buffers 0, 1, ...; id(load) -> its buffers."""
         bufs: dict[int, tuple[str, ...]] = {}
+        if streams:
+            # one transposition buffer per warp, shared by the loop's streamed dots (a warp runs them in turn)
+            elems = max(self._stream_stage_elems(d) for _, d in streams.values())
+            w0 = next(iter(streams.values()))[0]
+            self.stream_stage = self.alloc((elems * (self.nt // 32),), w0.type.dtype, "wstage").ptr
         for wid, (w, d) in streams.items():
             names = tuple(self.fresh("wregs") for _ in range(_STREAM_AHEAD + 1))
             t = self.tensors[w.args[0].name]
-            self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into mma fragments, "
-                   f"{_STREAM_AHEAD} iteration(s) ahead, in {len(names)} register buffers (no shared memory)")
+            self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into registers on consecutive "
+                   f"bytes, {_STREAM_AHEAD} iteration(s) ahead, in {len(names)} register buffers; each warp puts "
+                   "its pieces in fragment order through its part of the transposition buffer")
             for b in names:
                 self._stream_decl(d, b)
             for a in range(_STREAM_AHEAD):
@@ -1062,6 +1080,7 @@ class TaskGen:
     def register_stream_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str,
                              streams: dict[int, tuple[N.Op, N.Op]]) -> None:
         """A loop whose only pipelined loads are streamed into registers: no shared-memory ring."""
+        sp = self.smem.sp
         bufs = self.stream_prologue(s, lo, cmp, hi, st, streams)
 
         def iteration(kk: str, half: int) -> None:
@@ -1073,6 +1092,7 @@ class TaskGen:
         self.stream_loop(k, lo, hi, st, cmp, True, iteration)
         for w in bufs:
             del self.streamed[w]
+        self.smem.sp = sp
 
     def copy_plan(self, n: N.Op, var: str, ring: Buffer, S: int) -> "_CopyPlan | None":
         """Per-thread copy plan of a pipelined load whose offsets depend on the loop variable only in the last
@@ -1398,8 +1418,10 @@ class TaskGen:
         streamed = {id(d) for _, d in (streams or {}).values()}
         for name, buf, d in accs:
             (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
-            nj = self._mma_nj(M, Nn)
-            ks = self._stream_ks(M, Nn, K) if id(d) in streamed else self._mma_ks(M, Nn, K)
+            if id(d) in streamed:
+                nj, ks = self._stream_nj(Nn), self._stream_ks(M, Nn, K)
+            else:
+                nj, ks = self._mma_nj(M, Nn), self._mma_ks(M, Nn, K)
             jobs = (M // 16) * (Nn // (8 * nj)) * ks
             jpw = -(-jobs // (self.nt // 32))
             frag = self.fresh("frag")
@@ -1447,7 +1469,7 @@ class TaskGen:
         self.haz.op((a.region,), ())
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
         self.e(f"evt::dot_mma_stream<{M}, {Nn}, {K}, {self.nt}, {ctype(a.dtype)}, {a_rs}, {nj}, {ks}, {jpw}>("
-               f"{frag}, {a.ptr}, {regs});")
+               f"{frag}, {a.ptr}, {regs}, reinterpret_cast<{ctype(a.dtype)}*>({self.stream_stage}));")
 
     # -- reductions ------------------------------------------------------------------------------
     def reduce(self, dst: Buffer, op: N.Op) -> None:

@@ -97,6 +97,7 @@ inline const evt_dim3 blockIdx{0, 0, 0};
 inline const evt_dim3 gridDim{1, 1, 1};
 
 inline void __syncthreads() { evt_emu::block->bar.arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { evt_emu::warp().bar.arrive_and_wait(); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __nanosleep(unsigned) { std::this_thread::yield(); }
 

@@ -207,16 +207,20 @@ __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* 
   }
 }
 
-// -- weights streamed into registers: dot with B read from global memory straight into mma fragments ------
+// -- weights streamed into registers: dot with B read from global memory, no CTA barrier ---------------
 // For a register-resident accumulator whose B operand is a read-only weight tile W[N][K] (k contiguous),
-// as in a GEMV at decode sizes: each warp loads, with 16-byte non-coherent loads, exactly the pieces of W
-// its own mma jobs (MmaJobs, as dot_mma_regs) consume, into registers, an iteration ahead of their use; no
-// shared memory, no cp.async group and no barrier stands between HBM and the tensor cores. k is permuted
-// inside each 32-wide chunk so that one 16-byte load feeds two k16 steps: lane (g, t) holds
-// W[n0 + 8j + g][kc + 8t .. kc + 8t + 7], and step s in {0, 1} of the chunk uses k = kc + 8t + 4s + {0..3} in
-// the fragment slots of k = {2t, 2t + 1, 2t + 8, 2t + 9}; A is read from shared memory with the same
-// permutation, so the sum over k is unchanged (and only its order differs from the ldmatrix path).
-// M is one 16-row block (larger row blocks would load each W piece once per block).
+// as in a GEMV at decode sizes: each warp loads exactly the part of W its own mma jobs (MmaJobs, as
+// dot_mma_regs) consume, with 16-byte non-coherent loads on consecutive bytes (a warp instruction reads 512
+// contiguous bytes of one row, or 256 of two, ...), into registers an iteration ahead of their use. At the
+// dot, each warp passes its pieces through its own shared-memory buffer (only __syncwarp, no CTA barrier) to
+// get them in mma-fragment order. Consecutive bytes per instruction are what lets HBM deliver its copy
+// bandwidth (benchmarks/gemv_paths.py: 98% at M = 1 on H200, against 78-92% when each instruction reads
+// eight rows in the fragment pattern). k is permuted inside each 32-wide chunk so that one 16-byte piece feeds
+// two k16 steps: lane (g, t) takes W[n0 + 8j + g][kc + 8t .. kc + 8t + 7] from the buffer, and step s in
+// {0, 1} of the chunk uses k = kc + 8t + 4s + {0..3} in the fragment slots of k = {2t, 2t + 1, 2t + 8, 2t + 9};
+// A is read from shared memory with the same permutation, so the sum over k is unchanged (only its order
+// differs from the ldmatrix path). M is one 16-row block (larger row blocks would load each piece once per
+// block).
 
 __device__ __forceinline__ long long clampll(long long v, long long lo, long long hi) {
   return v < lo ? lo : (v > hi ? hi : v);
@@ -225,15 +229,28 @@ __device__ __forceinline__ long long clampll(long long v, long long lo, long lon
 template <int M, int N, int K, int NT, int NJ, int KS>
 struct StreamShape {
   using J = MmaJobs<M, N, NT, NJ, KS>;
-  static constexpr int KC = K / KS / 32;  // 32-wide k chunks per job and stage
+  static constexpr int SEG = K / KS;          // k values of a job per iteration
+  static constexpr int KC = SEG / 32;         // 32-wide k chunks per job and iteration
+  static constexpr int R = 8 * NJ;            // rows of W per job
+  static constexpr int LPR = SEG / 8 < 32 ? SEG / 8 : 32;  // lanes per row in one load instruction
+  static constexpr int RPI = 32 / LPR;        // rows per load instruction
+  static constexpr int RG = R / RPI;          // load instructions per column block
+  static constexpr int NQ = NJ * KC;          // 16-byte pieces per lane and job
+  // Row pitch of the per-warp buffer, in elements: rows 64 bytes off a multiple of 128 keep the fragment
+  // reads (lanes of a quarter warp on two rows) free of bank conflicts.
+  static constexpr int PITCH = ((SEG * 2 + 127) / 128 * 128 + 64) / 2;
+  static constexpr int WARP_ELEMS = R * PITCH;  // buffer elements per warp
   static_assert(M == 16, "weights stream into registers for one 16-row block");
   static_assert(K % (32 * KS) == 0, "each split-K slice is whole 32-wide chunks");
+  // Piece q of a lane: row and column (in the job's R x SEG part of the tile) it loads.
+  static __device__ __forceinline__ int row(int q, int lane) { return (q % RG) * RPI + lane / LPR; }
+  static __device__ __forceinline__ int col(int q, int lane) { return 8 * (lane % LPR) + LPR * 8 * (q / RG); }
 };
 
-// r[jj][j][c] = the 16 bytes of W this lane needs for chunk c of n-group j of its job jj, for the tile whose
-// origin is W + base (elements; row stride ld, column stride cs). Rows [rlo, rhi) and columns [clo, chi) of
-// the tile are in bounds, the others read as zero. fast: cs == 1 and every in-bounds 8-column run at a
-// multiple of 8 is 16-byte aligned, so that a whole in-bounds run is one vector load.
+// r[jj][q / KC][q % KC] = piece q (StreamShape::row / col) of job jj of this warp, for the tile whose origin is
+// W + base (elements; row stride ld, column stride cs). Rows [rlo, rhi) and columns [clo, chi) of the tile are
+// in bounds, the others read as zero. fast: cs == 1 and every in-bounds 8-column run at a multiple of 8 is
+// 16-byte aligned, so that a whole in-bounds run is one vector load.
 template <int M, int N, int K, int NT, int NJ, int KS, int JPW, class T>
 __device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC], const T* W,
                                             long long base, long long ld, long long cs, int rlo, int rhi, int clo,
@@ -241,32 +258,28 @@ __device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
   const int lane = threadIdx.x % 32;
-  const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
     if (!J::at(jj, blk, slice)) continue;
-    const int n0 = (blk % J::NG) * 8 * NJ;
+    const int n0 = (blk % J::NG) * S::R;
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      const int row = n0 + 8 * j + g;
+    for (int q = 0; q < S::NQ; ++q) {
+      const int row = n0 + S::row(q, lane), col = slice * S::SEG + S::col(q, lane);
       const bool row_ok = row >= rlo && row < rhi;
+      const T* p = W + (base + row * ld + col * cs);
+      uint4& v = r[jj][q / S::KC][q % S::KC];
+      if (fast && row_ok && col >= clo && col + 8 <= chi) {
+        v = ld_vec16_ro(p);
+      } else {
+        unsigned short e[8];
 #pragma unroll
-      for (int c = 0; c < S::KC; ++c) {
-        const int col = slice * (K / KS) + 32 * c + 8 * t;
-        const T* p = W + (base + row * ld + col * cs);
-        if (fast && row_ok && col >= clo && col + 8 <= chi) {
-          r[jj][j][c] = ld_vec16_ro(p);
-        } else {
-          unsigned short e[8];
-#pragma unroll
-          for (int u = 0; u < 8; ++u) {
-            const bool ok = row_ok && col + u >= clo && col + u < chi;
-            e[u] = ok ? bits16(ld_ro(p + u * cs)) : static_cast<unsigned short>(0);
-          }
-          r[jj][j][c] = make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16),
-                                   e[4] | (unsigned(e[5]) << 16), e[6] | (unsigned(e[7]) << 16));
+        for (int u = 0; u < 8; ++u) {
+          const bool ok = row_ok && col + u >= clo && col + u < chi;
+          e[u] = ok ? bits16(ld_ro(p + u * cs)) : static_cast<unsigned short>(0);
         }
+        v = make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16), e[4] | (unsigned(e[5]) << 16),
+                       e[6] | (unsigned(e[7]) << 16));
       }
     }
   }
@@ -280,43 +293,55 @@ __device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
   const int lane = threadIdx.x % 32;
-  const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
     if (!J::at(jj, blk, slice)) continue;
-    const T* p = W + (base + ((blk % J::NG) * 8 * NJ + g) * ld + slice * (K / KS) + 8 * t);
+    const T* p = W + (base + ((blk % J::NG) * S::R) * ld + slice * S::SEG);
 #pragma unroll
-    for (int j = 0; j < NJ; ++j)
-#pragma unroll
-      for (int c = 0; c < S::KC; ++c) r[jj][j][c] = ld_vec16_ro(p + 8 * j * ld + 32 * c);
+    for (int q = 0; q < S::NQ; ++q)
+      r[jj][q / S::KC][q % S::KC] = ld_vec16_ro(p + S::row(q, lane) * ld + S::col(q, lane));
   }
 }
 
 // acc += A @ W^T for the pieces r holds (stream_load of the same shape); A is a shared-memory tile, row-major
-// with leading dimension A_LD (a multiple of 8), 16-byte aligned.
+// with leading dimension A_LD (a multiple of 8), 16-byte aligned; stage is the CTA's transposition buffer,
+// StreamShape::WARP_ELEMS elements per warp, 16-byte aligned.
 template <int M, int N, int K, int NT, class T, int A_LD, int NJ, int KS, int JPW>
 __device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const T* A,
-                                               const uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC]) {
+                                               const uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC],
+                                               T* stage) {
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
   static_assert(A_LD % 8 == 0, "16-byte rows of A");
   const int lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
+  T* buf = stage + (threadIdx.x / 32) * S::WARP_ELEMS;
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
     if (!J::at(jj, blk, slice)) continue;
+    // consecutive pieces in, fragment pieces out, through this warp's buffer
+#pragma unroll
+    for (int q = 0; q < S::NQ; ++q)
+      st_shared_vec16(buf + S::row(q, lane) * S::PITCH + S::col(q, lane), r[jj][q / S::KC][q % S::KC]);
+    __syncwarp();
+    uint4 f[NJ][S::KC];
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int c = 0; c < S::KC; ++c) f[j][c] = ld_shared_vec16(buf + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
+    __syncwarp();
 #pragma unroll
     for (int c = 0; c < S::KC; ++c) {
-      const int col = slice * (K / KS) + 32 * c + 8 * t;
+      const int col = slice * S::SEG + 32 * c + 8 * t;
       const uint4 lo = ld_shared_vec16(A + g * A_LD + col), hi = ld_shared_vec16(A + (g + 8) * A_LD + col);
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const unsigned a[4] = {s ? lo.z : lo.x, s ? hi.z : hi.x, s ? lo.w : lo.y, s ? hi.w : hi.y};
 #pragma unroll
         for (int j = 0; j < NJ; ++j) {
-          const uint4& w = r[jj][j][c];
+          const uint4& w = f[j][c];
           const unsigned b[2] = {s ? w.z : w.x, s ? w.w : w.y};
           mma_16816<T>(acc[jj][j], a, b);
         }
