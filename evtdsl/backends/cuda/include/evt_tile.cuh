@@ -321,27 +321,23 @@ __device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const T
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
     if (!J::at(jj, blk, slice)) continue;
-    // consecutive pieces in, fragment pieces out, through this warp's buffer
+    // consecutive pieces in, fragment pieces out, through this warp's buffer (the first barrier: the warp is done
+    // reading what the buffer held before)
+    __syncwarp();
 #pragma unroll
     for (int q = 0; q < S::NQ; ++q)
       st_shared_vec16(buf + S::row(q, lane) * S::PITCH + S::col(q, lane), r[jj][q / S::KC][q % S::KC]);
-    __syncwarp();
-    uint4 f[NJ][S::KC];
-#pragma unroll
-    for (int j = 0; j < NJ; ++j)
-#pragma unroll
-      for (int c = 0; c < S::KC; ++c) f[j][c] = ld_shared_vec16(buf + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
     __syncwarp();
 #pragma unroll
     for (int c = 0; c < S::KC; ++c) {
       const int col = slice * S::SEG + 32 * c + 8 * t;
       const uint4 lo = ld_shared_vec16(A + g * A_LD + col), hi = ld_shared_vec16(A + (g + 8) * A_LD + col);
 #pragma unroll
-      for (int s = 0; s < 2; ++s) {
-        const unsigned a[4] = {s ? lo.z : lo.x, s ? hi.z : hi.x, s ? lo.w : lo.y, s ? hi.w : hi.y};
+      for (int j = 0; j < NJ; ++j) {
+        const uint4 w = ld_shared_vec16(buf + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
 #pragma unroll
-        for (int j = 0; j < NJ; ++j) {
-          const uint4& w = f[j][c];
+        for (int s = 0; s < 2; ++s) {
+          const unsigned a[4] = {s ? lo.z : lo.x, s ? hi.z : hi.x, s ? lo.w : lo.y, s ? hi.w : hi.y};
           const unsigned b[2] = {s ? w.z : w.x, s ? w.w : w.y};
           mma_16816<T>(acc[jj][j], a, b);
         }
