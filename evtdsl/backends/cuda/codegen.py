@@ -475,6 +475,10 @@ class TaskGen:
         # iteration's dot reads)
         self.streamed: dict[int, tuple[N.Op, N.Op, str]] = {}
         self.stream_stage: str | None = None  # the current loop's transposition buffer for streamed weights
+        # A operands of the current loop's streamed dots read from global memory: id(load) -> load, and the
+        # loop-local names bound to them
+        self.direct_a: dict[int, N.Op] = {}
+        self.direct_names: dict[str, N.Op] = {}
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
@@ -678,6 +682,10 @@ class TaskGen:
         assert isinstance(value.type, TileType)
         if isinstance(value, N.Op) and id(value) in self.streamed:
             return  # a streamed weight tile lives in registers; its only use, the dot, reads them
+        if isinstance(value, N.Op) and id(value) in self.direct_a:
+            self.scopes[-1][name] = Val.scalar("0", dt.i32)  # never read: the streamed dots read it from global
+            self.direct_names[name] = value
+            return
         if cur is None:
             if isinstance(value, N.Op) and value.name == "load" and id(value) in self.pipelined:
                 # a loop-local name for a pipelined load is the current stage itself
@@ -775,9 +783,12 @@ class TaskGen:
         accs = self.register_accumulators(s)
         loads = self.pipeline_candidates(s)
         streams = self.stream_candidates(s, accs, loads)
+        ring = [n for n in loads if id(n) not in streams and id(n) not in self.direct_a]
+        if ring and 2 * _stage_bytes(ring) > _PIPELINE_BYTES:
+            ring = []  # too large for a ring: loaded in place, each iteration
         self.open_register_accumulators(accs, streams)
-        if loads:
-            self.pipelined_loop(s, k, lo_n, hi_n, st, cmp, [n for n in loads if id(n) not in streams], streams)
+        if ring or streams:
+            self.pipelined_loop(s, k, lo_n, hi_n, st, cmp, ring, streams)
         else:
             self.e.open(f"for (int {k} = {lo_n}; {k} {cmp} {hi_n}; {k} += {st})")
             self.block(s.body, {s.var: Val.scalar(k, dt.i32)})
@@ -785,6 +796,8 @@ class TaskGen:
                 self.haz.barrier()
             self.e.close()
         self.close_register_accumulators(accs)
+        self.direct_a.clear()
+        self.direct_names.clear()
         self.e.close()
 
     def branch(self, s: N.If) -> None:
@@ -815,7 +828,7 @@ class TaskGen:
                 for n in _expr_nodes(x):
                     if isinstance(n, N.Op) and n.name == "load" and self._pipelinable(n, assigned):
                         found.append(n)
-        return found if found and 2 * _stage_bytes(found) <= _PIPELINE_BYTES else []
+        return found
 
     def _pipelinable(self, n: N.Op, assigned: set[str]) -> bool:
         t = self.tensors[n.args[0].name]
@@ -925,15 +938,17 @@ class TaskGen:
         self.e.close()
 
     # -- weights streamed into registers ------------------------------------------------------------
-    @staticmethod
-    def _stream_nj(Nn: int) -> int:
-        """n8 blocks per job of a streamed dot: two where they divide the tile (16 rows of W per warp read
-        measured fastest, benchmarks/gemv_paths.py)."""
-        return 2 if (Nn // 8) % 2 == 0 else 1
+    def _stream_nj(self, M: int, Nn: int, K: int) -> int:
+        """n8 blocks per job of a streamed dot: two (16 rows of W per warp measured fastest,
+        benchmarks/gemv_paths.py) where they divide the tile and still give every warp a job, else one."""
+        nw = self.nt // 32
+        if (Nn // 8) % 2 == 0 and (M // 16) * (Nn // 16) * self._stream_ks(M, Nn, K, 2) >= nw:
+            return 2
+        return 1
 
-    def _stream_ks(self, M: int, Nn: int, K: int) -> int:
-        """Split-K of a streamed dot: as _mma_ks, in whole 32-wide chunks."""
-        nw, blocks, ks = self.nt // 32, (M // 16) * (Nn // (8 * self._stream_nj(Nn))), 1
+    def _stream_ks(self, M: int, Nn: int, K: int, nj: int) -> int:
+        """Split-K of a streamed dot with ``nj`` n8 blocks per job: as _mma_ks, in whole 32-wide chunks."""
+        nw, blocks, ks = self.nt // 32, (M // 16) * (Nn // (8 * nj)), 1
         while blocks * ks * 2 <= nw and K % (32 * ks * 2) == 0:
             ks *= 2
         return ks
@@ -941,7 +956,8 @@ class TaskGen:
     def _stream_shape(self, d: N.Op) -> tuple[int, int, int, int, int, int]:
         """(M, N, K, NJ, KS, JPW) of a streamed dot."""
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
-        nj, ks = self._stream_nj(Nn), self._stream_ks(M, Nn, K)
+        nj = self._stream_nj(M, Nn, K)
+        ks = self._stream_ks(M, Nn, K, nj)
         jpw = -(-((M // 16) * (Nn // (8 * nj)) * ks) // (self.nt // 32))
         return M, Nn, K, nj, ks, jpw
 
@@ -1001,6 +1017,40 @@ class TaskGen:
                 continue
             regs += r
             out[id(w)] = (w, d)
+        self.direct_a = self._direct_a_operands(s, out, cand, uses, var_uses, task_uses, assigns)
+        return out
+
+    def _direct_a_operands(self, s: N.For, streams: dict[int, tuple[N.Op, N.Op]], cand: dict[int, N.Op],
+                           uses: dict[int, int], var_uses: dict[str, int], task_uses: dict[str, int],
+                           assigns: list[N.Assign]) -> dict[int, N.Op]:
+        """The A operands of streamed dots that are read straight from global memory (GlobalA) instead of through
+        a ring: id(load) -> load, for a pipelinable load of a read-only 2-d tensor walked along its last dim,
+        masked elements zero, used only as the A operand of streamed dots (inline, or bound once to a
+        loop-local name read nowhere else in the task). With every load of a loop streamed or read this way,
+        the loop has no ring and no CTA barrier."""
+        dots = [d for _, d in streams.values()]
+        bound = {b.target: b.value for b in s.body if isinstance(b, N.Assign) and isinstance(b.value, N.Op)
+                 and b.value.name == "load" and sum(a.target == b.target for a in assigns) == 1
+                 and self.lookup(b.target) is None}
+        out: dict[int, N.Op] = {}
+        for d in dots:
+            a = d.args[0]
+            if isinstance(a, N.Var):
+                x = bound.get(a.name)
+                n_as_a = sum(isinstance(e.args[0], N.Var) and e.args[0].name == a.name for e in dots)
+                if x is None or var_uses.get(a.name, 0) != n_as_a or task_uses.get(a.name, 0) != n_as_a:
+                    continue
+            else:
+                x = a
+                if uses.get(id(x), 0) != 1:
+                    continue
+            if not (isinstance(x, N.Op) and x.name == "load" and id(x) in cand):
+                continue
+            t = self.tensors[x.args[0].name]
+            if (not t.readonly or t.type.ndim != 2 or x.attr("other", 0) != 0 or _moves_leading_dims(x, s.var)
+                    or x.type.shape != d.args[0].type.shape):
+                continue
+            out[id(x)] = x
         return out
 
     def _stream_issue(self, w: N.Op, d: N.Op, regs: str) -> None:
@@ -1082,6 +1132,8 @@ class TaskGen:
         """A loop whose only pipelined loads are streamed into registers: no shared-memory ring."""
         sp = self.smem.sp
         bufs = self.stream_prologue(s, lo, cmp, hi, st, streams)
+        if self.haz.dirty:
+            self.haz.barrier()  # here rather than in the first iteration: a body of streamed dots needs none
 
         def iteration(kk: str, half: int) -> None:
             self.stream_ahead(s, kk, st, cmp, hi, bufs, half)
@@ -1419,7 +1471,8 @@ class TaskGen:
         for name, buf, d in accs:
             (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
             if id(d) in streamed:
-                nj, ks = self._stream_nj(Nn), self._stream_ks(M, Nn, K)
+                nj = self._stream_nj(M, Nn, K)
+                ks = self._stream_ks(M, Nn, K, nj)
             else:
                 nj, ks = self._mma_nj(M, Nn), self._mma_ks(M, Nn, K)
             jobs = (M // 16) * (Nn // (8 * nj)) * ks
@@ -1456,8 +1509,26 @@ class TaskGen:
                f"{str(b_kc).lower()}, {b_ld}, {nj}, {ks}>({frag}, {a.ptr}, {b.ptr});")
 
     def dot_streamed(self, d: N.Op, frag: str, regs: str) -> None:
-        """acc += a @ w^T with w's pieces in registers; a is read from shared memory, k contiguous (copied into
-        such a tile first when it is not)."""
+        """acc += a @ w^T with w's pieces in registers; a is read from global memory (GlobalA) or from shared
+        memory, k contiguous (copied into such a tile first when it is not)."""
+        M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+        shape = f"{M}, {Nn}, {K}, {self.nt}, {ctype(d.args[0].type.dtype)}, {nj}, {ks}, {jpw}"
+        stage = f"reinterpret_cast<{ctype(d.args[0].type.dtype)}*>({self.stream_stage})"
+        x = d.args[0]
+        x = self.direct_names.get(x.name) if isinstance(x, N.Var) else self.direct_a.get(id(x))
+        if x is not None:
+            t = self.tensors[x.args[0].name]
+            ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
+            o_r, o_c = self.offsets(t, x.args[1:])
+            ga = self.fresh("xa")
+            self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "
+                   f"{tst}[0], {tst}[1], static_cast<int>(evt::clampll(-{o_r}, 0, {M})), "
+                   f"static_cast<int>(evt::clampll({ts}[0] - {o_r}, 0, {M})), static_cast<int>(evt::clampll(-{o_c}, 0, {K})), "
+                   f"static_cast<int>(evt::clampll({ts}[1] - {o_c}, 0, {K})), {tst}[1] == 1 && ({tst}[0] * "
+                   f"{t.type.dtype.itemsize}) % 16 == 0 && (({o_r} * {tst}[0] + {o_c}) & 7) == 0 && "
+                   f"evt::aligned16({t.cname}.ptr)}};")
+            self.e(f"evt::dot_mma_stream<{shape}>({frag}, {ga}, {regs}, {stage});")
+            return
         a, a_t = self.dot_operand(d.args[0])
         a_rs, a_cs = (a.strides[1], a.strides[0]) if a_t else a.strides
         if a_cs != 1 or a_rs % 8:
@@ -1467,9 +1538,8 @@ class TaskGen:
             a = self.materialize_val(v)
             a_rs = a.strides[0]
         self.haz.op((a.region,), ())
-        M, Nn, K, nj, ks, jpw = self._stream_shape(d)
-        self.e(f"evt::dot_mma_stream<{M}, {Nn}, {K}, {self.nt}, {ctype(a.dtype)}, {a_rs}, {nj}, {ks}, {jpw}>("
-               f"{frag}, {a.ptr}, {regs}, reinterpret_cast<{ctype(a.dtype)}*>({self.stream_stage}));")
+        self.e(f"evt::dot_mma_stream<{shape}>({frag}, evt::SharedA<{ctype(a.dtype)}, {a_rs}>{{{a.ptr}}}, {regs}, "
+               f"{stage});")
 
     # -- reductions ------------------------------------------------------------------------------
     def reduce(self, dst: Buffer, op: N.Op) -> None:

@@ -28,6 +28,7 @@ inline uint4 ld_vec16(const void* p) {
   return v;
 }
 inline uint4 ld_vec16_ro(const void* p) { return ld_vec16(p); }
+inline uint4 ld_vec16_l1(const void* p) { return ld_vec16(p); }
 inline void st_shared_vec16(void* smem, uint4 v) {
   evt_emu::check_aligned16(smem, "misaligned 16-byte shared store");
   std::memcpy(smem, &v, 16);

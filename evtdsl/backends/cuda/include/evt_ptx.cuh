@@ -53,6 +53,13 @@ __device__ __forceinline__ uint4 ld_vec16_ro(const void* p) {
   return v;
 }
 
+// Read-only and small (the x tile of a decode GEMV that every warp reads): the non-coherent path, kept in L1.
+__device__ __forceinline__ uint4 ld_vec16_l1(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
 __device__ __forceinline__ void st_shared_vec16(void* smem, uint4 v) { *reinterpret_cast<uint4*>(smem) = v; }
 
 // -- cp.async: 16 bytes global -> shared, bypassing L1; completion per thread through groups ------------

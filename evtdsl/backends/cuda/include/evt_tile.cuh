@@ -304,16 +304,43 @@ __device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape
   }
 }
 
-// acc += A @ W^T for the pieces r holds (stream_load of the same shape); A is a shared-memory tile, row-major
-// with leading dimension A_LD (a multiple of 8), 16-byte aligned; stage is the CTA's transposition buffer,
-// StreamShape::WARP_ELEMS elements per warp, 16-byte aligned.
-template <int M, int N, int K, int NT, class T, int A_LD, int NJ, int KS, int JPW>
-__device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const T* A,
+// The A operand of a streamed dot: vec8(m, k) is A[m][k .. k + 7] (k a multiple of 8) as 16 bytes.
+// SharedA: a shared-memory tile, row-major with leading dimension LD (a multiple of 8), 16-byte aligned.
+template <class T, int LD>
+struct SharedA {
+  static_assert(LD % 8 == 0, "16-byte rows of A");
+  const T* a;
+  __device__ __forceinline__ uint4 vec8(int m, int k) const { return ld_shared_vec16(a + m * LD + k); }
+};
+// GlobalA: a tile of a read-only tensor read straight from global memory through L1 (no ring, so the loop
+// needs no CTA barrier): element (m, k) at p[base + m * ld + k * cs]; rows [rlo, rhi) and columns [clo, chi)
+// are in bounds, the others read as zero; fast as for stream_load.
+template <class T>
+struct GlobalA {
+  const T* p;
+  long long base, ld, cs;
+  int rlo, rhi, clo, chi;
+  bool fast;
+  __device__ __forceinline__ uint4 vec8(int m, int k) const {
+    if (m < rlo || m >= rhi) return make_uint4(0u, 0u, 0u, 0u);
+    const T* q = p + (base + m * ld + k * cs);
+    if (fast && k >= clo && k + 8 <= chi) return ld_vec16_l1(q);
+    unsigned short e[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) e[u] = k + u >= clo && k + u < chi ? bits16(ld_ro(q + u * cs)) : static_cast<unsigned short>(0);
+    return make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16), e[4] | (unsigned(e[5]) << 16),
+                      e[6] | (unsigned(e[7]) << 16));
+  }
+};
+
+// acc += A @ W^T for the pieces r holds (stream_load of the same shape); A is SharedA or GlobalA; stage is the
+// CTA's transposition buffer, StreamShape::WARP_ELEMS elements per warp, 16-byte aligned.
+template <int M, int N, int K, int NT, class T, int NJ, int KS, int JPW, class AT>
+__device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const AT& A,
                                                const uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC],
                                                T* stage) {
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
-  static_assert(A_LD % 8 == 0, "16-byte rows of A");
   const int lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   T* buf = stage + (threadIdx.x / 32) * S::WARP_ELEMS;
@@ -331,7 +358,7 @@ __device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const T
 #pragma unroll
     for (int c = 0; c < S::KC; ++c) {
       const int col = slice * S::SEG + 32 * c + 8 * t;
-      const uint4 lo = ld_shared_vec16(A + g * A_LD + col), hi = ld_shared_vec16(A + (g + 8) * A_LD + col);
+      const uint4 lo = A.vec8(g, col), hi = A.vec8(g + 8, col);
 #pragma unroll
       for (int j = 0; j < NJ; ++j) {
         const uint4 w = ld_shared_vec16(buf + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
