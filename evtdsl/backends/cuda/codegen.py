@@ -1024,7 +1024,8 @@ class TaskGen:
                            uses: dict[int, int], var_uses: dict[str, int], task_uses: dict[str, int],
                            assigns: list[N.Assign]) -> dict[int, N.Op]:
         """The A operands of streamed dots that are read straight from global memory (GlobalA) instead of through
-        a ring: id(load) -> load, for a pipelinable load of a read-only 2-d tensor walked along its last dim,
+        a ring: id(load) -> load, for a pipelinable load of a 2-d tensor walked along its last dim (this task
+        does not write it; one that other tasks write is read at L2),
         masked elements zero, used only as the A operand of streamed dots (inline, or bound once to a
         loop-local name read nowhere else in the task). With every load of a loop streamed or read this way,
         the loop has no ring and no CTA barrier."""
@@ -1047,7 +1048,7 @@ class TaskGen:
             if not (isinstance(x, N.Op) and x.name == "load" and id(x) in cand):
                 continue
             t = self.tensors[x.args[0].name]
-            if (not t.readonly or t.type.ndim != 2 or x.attr("other", 0) != 0 or _moves_leading_dims(x, s.var)
+            if (t.type.ndim != 2 or x.attr("other", 0) != 0 or _moves_leading_dims(x, s.var)
                     or x.type.shape != d.args[0].type.shape):
                 continue
             out[id(x)] = x
@@ -1521,7 +1522,8 @@ class TaskGen:
             ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
             o_r, o_c = self.offsets(t, x.args[1:])
             ga = self.fresh("xa")
-            self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "
+            coherent = "false" if t.readonly else "true"
+            self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}, {coherent}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "
                    f"{tst}[0], {tst}[1], static_cast<int>(evt::clampll(-{o_r}, 0, {M})), "
                    f"static_cast<int>(evt::clampll({ts}[0] - {o_r}, 0, {M})), static_cast<int>(evt::clampll(-{o_c}, 0, {K})), "
                    f"static_cast<int>(evt::clampll({ts}[1] - {o_c}, 0, {K})), {tst}[1] == 1 && ({tst}[0] * "

@@ -29,6 +29,12 @@ inline uint4 ld_vec16(const void* p) {
 }
 inline uint4 ld_vec16_ro(const void* p) { return ld_vec16(p); }
 inline uint4 ld_vec16_l1(const void* p) { return ld_vec16(p); }
+inline uint4 ld_vec16_cg(const void* p) { return ld_vec16(p); }
+inline unsigned short ld_cg_u16(const void* p) {
+  unsigned short v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
 inline void st_shared_vec16(void* smem, uint4 v) {
   evt_emu::check_aligned16(smem, "misaligned 16-byte shared store");
   std::memcpy(smem, &v, 16);

@@ -60,6 +60,18 @@ __device__ __forceinline__ uint4 ld_vec16_l1(const void* p) {
   return v;
 }
 
+// Tensors other tasks write during the kernel (ordered by events): at L2, the point of coherence, never L1.
+__device__ __forceinline__ uint4 ld_vec16_cg(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ unsigned short ld_cg_u16(const void* p) {
+  unsigned short v;
+  asm volatile("ld.global.cg.u16 %0, [%1];" : "=h"(v) : "l"(p));
+  return v;
+}
+
 __device__ __forceinline__ void st_shared_vec16(void* smem, uint4 v) { *reinterpret_cast<uint4*>(smem) = v; }
 
 // -- cp.async: 16 bytes global -> shared, bypassing L1; completion per thread through groups ------------

@@ -312,10 +312,10 @@ struct SharedA {
   const T* a;
   __device__ __forceinline__ uint4 vec8(int m, int k) const { return ld_shared_vec16(a + m * LD + k); }
 };
-// GlobalA: a tile of a read-only tensor read straight from global memory through L1 (no ring, so the loop
-// needs no CTA barrier): element (m, k) at p[base + m * ld + k * cs]; rows [rlo, rhi) and columns [clo, chi)
-// are in bounds, the others read as zero; fast as for stream_load.
-template <class T>
+// GlobalA: a tile read straight from global memory (no ring, so the loop needs no CTA barrier): through L1
+// for a read-only tensor, at L2 for one other tasks write (COHERENT); element (m, k) at p[base + m * ld + k * cs];
+// rows [rlo, rhi) and columns [clo, chi) are in bounds, the others read as zero; fast as for stream_load.
+template <class T, bool COHERENT>
 struct GlobalA {
   const T* p;
   long long base, ld, cs;
@@ -324,10 +324,12 @@ struct GlobalA {
   __device__ __forceinline__ uint4 vec8(int m, int k) const {
     if (m < rlo || m >= rhi) return make_uint4(0u, 0u, 0u, 0u);
     const T* q = p + (base + m * ld + k * cs);
-    if (fast && k >= clo && k + 8 <= chi) return ld_vec16_l1(q);
+    if (fast && k >= clo && k + 8 <= chi) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
     unsigned short e[8];
 #pragma unroll
-    for (int u = 0; u < 8; ++u) e[u] = k + u >= clo && k + u < chi ? bits16(ld_ro(q + u * cs)) : static_cast<unsigned short>(0);
+    for (int u = 0; u < 8; ++u)
+      e[u] = k + u >= clo && k + u < chi ? (COHERENT ? ld_cg_u16(q + u * cs) : bits16(ld_ro(q + u * cs)))
+                                         : static_cast<unsigned short>(0);
     return make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16), e[4] | (unsigned(e[5]) << 16),
                       e[6] | (unsigned(e[7]) << 16));
   }
