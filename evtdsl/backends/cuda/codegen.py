@@ -1101,6 +1101,9 @@ class TaskGen:
             self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into registers on consecutive "
                    f"bytes, {_STREAM_AHEAD} iteration(s) ahead, in {len(names)} register buffers; each warp puts "
                    "its pieces in fragment order through its part of the transposition buffer")
+            M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+            self.e(f"static_assert(evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::WARP_ELEMS <= {elems}, "
+                   "\"transposition buffer\");")
             for b in names:
                 self._stream_decl(d, b)
             for a in range(_STREAM_AHEAD):

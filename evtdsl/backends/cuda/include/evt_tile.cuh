@@ -218,9 +218,15 @@ __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* 
 // eight rows in the fragment pattern). k is permuted inside each 32-wide chunk so that one 16-byte piece feeds
 // two k16 steps: lane (g, t) takes W[n0 + 8j + g][kc + 8t .. kc + 8t + 7] from the buffer, and step s in
 // {0, 1} of the chunk uses k = kc + 8t + 4s + {0..3} in the fragment slots of k = {2t, 2t + 1, 2t + 8, 2t + 9};
-// A is read from shared memory with the same permutation, so the sum over k is unchanged (only its order
+// A (SharedA or GlobalA) is read with the same permutation, so the sum over k is unchanged (only its order
 // differs from the ldmatrix path). M is one 16-row block (larger row blocks would load each piece once per
 // block).
+
+// 8 16-bit values as the 16 bytes a vector load of them would give.
+__device__ __forceinline__ uint4 pack8(const unsigned short (&e)[8]) {
+  return make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16), e[4] | (unsigned(e[5]) << 16),
+                    e[6] | (unsigned(e[7]) << 16));
+}
 
 __device__ __forceinline__ long long clampll(long long v, long long lo, long long hi) {
   return v < lo ? lo : (v > hi ? hi : v);
@@ -278,8 +284,7 @@ __device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N
           const bool ok = row_ok && col + u >= clo && col + u < chi;
           e[u] = ok ? bits16(ld_ro(p + u * cs)) : static_cast<unsigned short>(0);
         }
-        v = make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16), e[4] | (unsigned(e[5]) << 16),
-                       e[6] | (unsigned(e[7]) << 16));
+        v = pack8(e);
       }
     }
   }
@@ -330,8 +335,7 @@ struct GlobalA {
     for (int u = 0; u < 8; ++u)
       e[u] = k + u >= clo && k + u < chi ? (COHERENT ? ld_cg_u16(q + u * cs) : bits16(ld_ro(q + u * cs)))
                                          : static_cast<unsigned short>(0);
-    return make_uint4(e[0] | (unsigned(e[1]) << 16), e[2] | (unsigned(e[3]) << 16), e[4] | (unsigned(e[5]) << 16),
-                      e[6] | (unsigned(e[7]) << 16));
+    return pack8(e);
   }
 };
 
