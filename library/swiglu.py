@@ -34,6 +34,19 @@ class Config:
     bc: int = 256
     chunk: int = 8
 
+    def __post_init__(self):
+        if self.strategy not in ("fused", "two_phase"):
+            raise ValueError(f"Config.strategy: expected 'fused' or 'two_phase', got {self.strategy!r}")
+        for field in ("bm", "bn", "bk", "bc", "chunk"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Config.{field}: expected a positive int, got {value!r}")
+        if self.strategy == "two_phase" and (self.bn * self.chunk) % self.bk:
+            # a down task's k loop steps by bk over one chunk of bn * chunk columns of h; a step that
+            # crosses the chunk's end would read columns whose event it does not wait on
+            raise ValueError(f"Config.bk: two_phase needs bn * chunk ({self.bn} * {self.chunk} = "
+                             f"{self.bn * self.chunk}) to be a multiple of bk, got bk={self.bk}")
+
     @property
     def name(self) -> str:
         extra = f"_ch{self.chunk}" if self.strategy == "two_phase" else ""
@@ -134,9 +147,7 @@ def megakernel_for(cfg: Config, dtype) -> evt.Megakernel:
         raise TypeError(f"SwiGLU runs in bf16 or f16, got {dtype}")
     key = (cfg, dtype.name)
     if key not in _BUILT:
-        build = {"fused": _fused, "two_phase": _two_phase}.get(cfg.strategy)
-        if build is None:
-            raise ValueError(f"unknown SwiGLU strategy {cfg.strategy!r}; expected 'fused' or 'two_phase'")
+        build = {"fused": _fused, "two_phase": _two_phase}[cfg.strategy]  # Config checked the strategy
         _BUILT[key] = build(cfg, dtype)
     return _BUILT[key]
 

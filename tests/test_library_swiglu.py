@@ -57,6 +57,23 @@ def test_random_shapes(m, k, n, strategy, dtype, seed):
     assert rel(y, reference(x, w_gu, w_d)) < 1e-2
 
 
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(strategy="split_k"), r"Config.strategy: expected 'fused' or 'two_phase', got 'split_k'"),
+    (dict(strategy="fused", bm=0), r"Config.bm: expected a positive int, got 0"),
+    (dict(strategy="fused", bn=64.0), r"Config.bn: expected a positive int, got 64.0"),
+    (dict(strategy="two_phase", bn=64, chunk=1, bk=128), r"Config.bk: .*64 \* 1 = 64.*got bk=128"),
+    (dict(strategy="two_phase", bn=64, chunk=3, bk=128), r"Config.bk: .*= 192.*got bk=128"),
+])
+def test_config_rejects_bad_tiles(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        swiglu.Config(**kwargs)
+
+
+def test_config_bk_may_exceed_one_tile_when_the_chunk_holds_it():
+    assert swiglu.Config("two_phase", bn=64, chunk=2, bk=128).name == "two_phase_bm16_bn64_bk128_bc256_ch2"
+    assert swiglu.Config("fused", bn=32, bk=128).bk == 128
+
+
 def test_module_from_linear_and_residual():
     k, n = 64, 192
     lin = [torch.nn.Linear(k, n, bias=False), torch.nn.Linear(k, n, bias=False), torch.nn.Linear(n, k, bias=False)]
