@@ -91,6 +91,11 @@ STREAM_WEIGHTS: Knob[bool] = _knob(
     "Off by default: on an H200 (benchmarks/gemv_streaming.py) it reached 67-75% of the copy bandwidth on the "
     "8B gate/up GEMV against the ring's 79-82%, and the 8B SwiGLU took 156 us against 113. Part of the "
     "kernel's cache key.")
+INLINE_TASKS: Knob[bool] = _knob(
+    "EVTDSL_INLINE_TASKS", False, _flag,
+    "Task bodies inlined into the persistent loop (__forceinline__) instead of called (__noinline__): no call "
+    "boundary for the register allocator, so a streamed GEMV loop does not spill around it, at the price of "
+    "one register budget and a longer compile for the whole kernel. Part of the kernel's cache key.")
 TIMINGS: Knob[bool] = _knob(
     "EVTDSL_TIMINGS", False, _flag,
     "Print the phases of each GPU compile (codegen, NVRTC, module load) to stderr.")

@@ -105,11 +105,17 @@ def test_generated_code_uses_the_fast_paths():
     # with stream, both GEMMs (16-row blocks, register accumulators) stream their weights into registers: one
     # load before each loop, and the loop unrolled by two, each half loading the next iteration's weights into
     # the buffer the other half reads; x and h are read straight from global memory (h, which act writes, at
-    # L2), so neither loop has a ring
+    # L2), so neither loop has a ring. Each loop has two versions: one for when every tile is in bounds (vector
+    # loads only, x's columns unchecked) and the general one
     bf16 = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_90a", stream=True).text
-    assert bf16.count("evt::dot_mma_stream<") == 4 and bf16.count("evt::stream_load_fast<") == 6
-    assert bf16.count("evt::stream_load<") == 6  # the general path of each, for tiles at the edges
-    assert bf16.count("evt::GlobalA<__nv_bfloat16, false>") == 2 and bf16.count("evt::GlobalA<__nv_bfloat16, true>") == 2
+    assert bf16.count("const bool evt_allfast") == 2
+    assert bf16.count("evt::dot_mma_stream<") == 8  # 2 loops x 2 versions x 2 halves
+    # before each loop, a load with both paths; in each half of the general version, both paths; in each half of
+    # the in-bounds version, the vector path alone
+    assert bf16.count("evt::stream_load_fast<") == 10 and bf16.count("evt::stream_load<") == 6
+    for coherent in ("false", "true"):  # x is read-only; h is written by act, read at L2
+        assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}>") == 2
+        assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}, true>") == 2
     assert "cp.async pipeline" not in bf16 and "evt::SharedA<" not in bf16
     f32 = codegen.generate(routing.moe_route.ir, arch="sm_90a").text
     assert "evt::dot_fma<" in f32 and "evt::dot_mma<" not in f32

@@ -259,6 +259,12 @@ def case_swiglu(schedule: str) -> None:
     wide = swiglu.Config("two_phase", bm=16, bn=64, bk=256, bc=64, chunk=4)
     compare(swiglu.megakernel_for(wide, evt.bf16), swiglu_inputs(wide, evt.bf16, m=5, k=600, n=200), ("y",),
             schedule, nt=256)
+    # K and N multiples of the tiles: the gate/up loop's weight and x tiles are in bounds at every k, so it runs
+    # the in-bounds version of the streamed loop (vector loads only, x rows past M still masked)
+    full = swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=64, chunk=2)
+    mk = swiglu.megakernel_for(full, evt.bf16)
+    assert "allfast" in codegen.generate(mk.ir, arch="sm_90a", num_threads=256, stream=True).text
+    compare(mk, swiglu_inputs(full, evt.bf16, m=5, k=256, n=256), ("y",), schedule, nt=256)
 
 
 def case_timeout(schedule: str) -> None:

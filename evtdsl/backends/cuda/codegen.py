@@ -74,6 +74,8 @@ _MAX_STAGES = 6
 # registers per thread all the buffers of one loop may hold.
 _STREAM_AHEAD = 1
 _STREAM_REGS = 64
+# Whether a loop of streamed weights with no ring gets an in-bounds version (stream_fast_predicate).
+_STREAM_VERSIONED = True
 # Floats per thread that register-resident accumulators of one loop may hold.
 _REG_ACC_FLOATS = 64
 # Tile-load loops are unrolled when each thread copies at most this many 16-byte chunks.
@@ -270,6 +272,34 @@ def _moves_leading_dims(load: N.Op, var: str) -> bool:
     """Whether the loop variable ``var`` enters any offset of ``load`` but the last (the tile then does not
     just walk along the tensor's last dimension)."""
     return any(isinstance(x, N.Var) and x.name == var for off in load.args[1:-1] for x in _expr_nodes(off))
+
+
+def _affine_coef(e: N.Expr, var: str) -> int | None:
+    """c such that integer expression e is c * var plus terms without var, or None when that is not evident
+    from its form (sums, differences, negations, integer casts and products by constants)."""
+    if not any(isinstance(x, N.Var) and x.name == var for x in _expr_nodes(e)):
+        return 0
+    if isinstance(e, N.Var):
+        return 1
+    if not isinstance(e, N.Op):
+        return None
+    if e.name in ("add", "sub") and len(e.args) == 2:
+        a, b = (_affine_coef(x, var) for x in e.args)
+        if a is None or b is None:
+            return None
+        return a + b if e.name == "add" else a - b
+    if e.name == "neg":
+        a = _affine_coef(e.args[0], var)
+        return None if a is None else -a
+    if e.name == "cast" and isinstance(e.type, ScalarType) and e.type.dtype.is_int:
+        x = e.args[0]
+        return _affine_coef(x, var) if isinstance(x.type, ScalarType) and x.type.dtype.is_int else None
+    if e.name == "mul" and len(e.args) == 2:
+        for c, x in (e.args, e.args[::-1]):
+            if isinstance(c, N.Const) and isinstance(c.value, int) and not isinstance(c.value, bool):
+                a = _affine_coef(x, var)
+                return None if a is None else c.value * a
+    return None
 
 
 class Hazards:
@@ -479,6 +509,9 @@ class TaskGen:
         # loop-local names bound to them
         self.direct_a: dict[int, N.Op] = {}
         self.direct_names: dict[str, N.Op] = {}
+        # inside the version of a streamed loop for which every tile lies in bounds (stream_fast_predicate):
+        # streamed loads and GlobalA columns emit their vector path only
+        self.stream_fast_only = False
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
@@ -512,7 +545,8 @@ class TaskGen:
         t = self.task
         self.e.mark(t.loc)
         self.e.unmark()
-        self.e(f"__device__ __noinline__ void evt_task_{sanitize(t.name)}(")
+        qual = "__forceinline__" if self.kg.inline_tasks else "__noinline__"
+        self.e(f"__device__ {qual} void evt_task_{sanitize(t.name)}(")
         params = self.signature_params()
         for k, p in enumerate(params):
             self.e(f"    {p}{',' if k + 1 < len(params) else ') {'}")
@@ -1062,6 +1096,11 @@ class TaskGen:
         o_r, o_c = self.offsets(t, w.args[1:])
         ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
         self.e(f"const long long evt_org = {o_r} * {tst}[0] + {o_c} * {tst}[1];")
+        shape = f"{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}, {jpw}"
+        if self.stream_fast_only:
+            self.e(f"evt::stream_load_fast<{shape}>({regs}, {t.cname}.ptr, evt_org, {tst}[0]);")
+            self.e.close()
+            return
         # in-bounds rows / columns of the tile, clamped to it
         self.e(f"const int evt_rlo = static_cast<int>(evt::clampll(-{o_r}, 0, {Nn})), "
                f"evt_rhi = static_cast<int>(evt::clampll({ts}[0] - {o_r}, 0, {Nn}));")
@@ -1069,7 +1108,6 @@ class TaskGen:
                f"evt_chi = static_cast<int>(evt::clampll({ts}[1] - {o_c}, 0, {K}));")
         self.e(f"const bool evt_fast = {tst}[1] == 1 && ({tst}[0] * {w.type.dtype.itemsize}) % 16 == 0 && "
                f"(evt_org & 7) == 0 && evt::aligned16({t.cname}.ptr);")
-        shape = f"{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}, {jpw}"
         self.e(f"if (evt_fast && evt_rlo == 0 && evt_rhi == {Nn} && evt_clo == 0 && evt_chi == {K}) "
                f"evt::stream_load_fast<{shape}>({regs}, {t.cname}.ptr, evt_org, {tst}[0]);")
         self.e(f"else evt::stream_load<{shape}>({regs}, {t.cname}.ptr, evt_org, {tst}[0], {tst}[1], evt_rlo, evt_rhi, "
@@ -1145,10 +1183,65 @@ class TaskGen:
             if self.haz.dirty:
                 self.haz.barrier()
 
-        self.stream_loop(k, lo, hi, st, cmp, True, iteration)
+        fast = self.stream_fast_predicate(s, lo, hi, st, streams)
+        if fast is None:
+            self.stream_loop(k, lo, hi, st, cmp, True, iteration)
+        else:
+            # two versions of the loop: one with every tile in bounds (vector loads only, no masks: the
+            # element-wise paths stay out of the hot loop and out of its register budget), one general
+            state, streamed = self.haz.state(), dict(self.streamed)
+            self.e.open(f"if ({fast})")
+            self.stream_fast_only = True
+            self.stream_loop(k, lo, hi, st, cmp, True, iteration)
+            self.stream_fast_only = False
+            self.e.close("} else {")
+            self.e.depth += 1
+            self.haz.restore(state)
+            self.streamed.update(streamed)
+            self.stream_loop(k, lo, hi, st, cmp, True, iteration)
+            self.e.close()
         for w in bufs:
             del self.streamed[w]
         self.smem.sp = sp
+
+    def stream_fast_predicate(self, s: N.For, lo: str, hi: str, st: int,
+                              streams: dict[int, tuple[N.Op, N.Op]]) -> str | None:
+        """A C++ condition, computed before the loop, that holds when every iteration's streamed weight tile
+        lies in bounds with 16-byte aligned rows, and every column of the GlobalA operands' tiles is in bounds
+        and aligned (their rows keep their mask: rows past M read as zero). Tile column offsets must be affine
+        in the loop variable, so checking the first and the last iteration covers all; None where that is
+        not evident (the loop then has one general version)."""
+        if st <= 0 or not streams or not _STREAM_VERSIONED:
+            return None
+        tiles: list[tuple[N.Op, bool]] = [(w, True) for w, _ in streams.values()]
+        tiles += [(x, False) for x in self.direct_a.values()]
+        for x, _ in tiles:
+            vec = 16 // x.type.dtype.itemsize
+            coef = _affine_coef(x.args[-1], s.var)
+            if coef is None or (coef * st) % vec:
+                return None
+        last = self.fresh("klast")
+        self.e(f"const int {last} = {lo} + ({hi} - 1 - {lo}) / {st} * {st};  // the last iteration's k")
+        conds = [f"{lo} < {hi}"]
+        for x, rows in tiles:
+            t = self.tensors[x.args[0].name]
+            R, C = x.type.shape
+            ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
+            vec = 16 // x.type.dtype.itemsize
+            conds.append(f"{tst}[1] == 1 && ({tst}[0] * {x.type.dtype.itemsize}) % 16 == 0 && "
+                         f"evt::aligned16({t.cname}.ptr)")
+            for kk in (lo, last):
+                self.scopes.append({s.var: Val.scalar(kk, dt.i32)})
+                o_r, o_c = self.offsets(t, x.args[1:])
+                self.scopes.pop()
+                conds.append(f"{o_c} >= 0 && {o_c} + {C} <= {ts}[1]")
+                if kk == lo:
+                    conds.append(f"{o_c} % {vec} == 0")
+                    if rows:
+                        conds.append(f"{o_r} >= 0 && {o_r} + {R} <= {ts}[0]")
+        name = self.fresh("allfast")
+        self.e(f"const bool {name} = " + " && ".join(f"({c})" for c in conds) + ";")
+        return name
 
     def copy_plan(self, n: N.Op, var: str, ring: Buffer, S: int) -> "_CopyPlan | None":
         """Per-thread copy plan of a pipelined load whose offsets depend on the loop variable only in the last
@@ -1526,7 +1619,8 @@ class TaskGen:
             o_r, o_c = self.offsets(t, x.args[1:])
             ga = self.fresh("xa")
             coherent = "false" if t.readonly else "true"
-            self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}, {coherent}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "
+            cols = ", true" if self.stream_fast_only else ""
+            self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}, {coherent}{cols}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "
                    f"{tst}[0], {tst}[1], static_cast<int>(evt::clampll(-{o_r}, 0, {M})), "
                    f"static_cast<int>(evt::clampll({ts}[0] - {o_r}, 0, {M})), static_cast<int>(evt::clampll(-{o_c}, 0, {K})), "
                    f"static_cast<int>(evt::clampll({ts}[1] - {o_c}, 0, {K})), {tst}[1] == 1 && ({tst}[0] * "
@@ -1687,8 +1781,9 @@ class KernelSource:
 
 class KernelGen:
     def __init__(self, program: N.Program, arch: int, num_threads: int, min_blocks: int, debug: bool,
-                 prefetch: bool = False, stream: bool = False):
+                 prefetch: bool = False, stream: bool = False, inline_tasks: bool = False):
         self.prefetch = prefetch
+        self.inline_tasks = inline_tasks
         self.stream = stream
         self.program = program
         self.arch = arch
@@ -1896,10 +1991,13 @@ def arch_number(arch: str) -> int:
 
 
 def generate(program: N.Program, *, arch: str, num_threads: int = 256, min_blocks: int = 2,
-             debug: bool = False, prefetch: bool = False, stream: bool = False) -> KernelSource:
+             debug: bool = False, prefetch: bool = False, stream: bool = False,
+             inline_tasks: bool = False) -> KernelSource:
     """CUDA C++ of ``program``'s persistent kernel for ``arch`` (e.g. "sm_90a"); ``prefetch``: tasks that wait
     bring their read-only tiles into L2 while they wait; ``stream``: decode-size GEMV weights go straight into
-    registers (see the module docstring)."""
+    registers (see the module docstring); ``inline_tasks``: task bodies are inlined into the persistent loop
+    rather than called."""
     if num_threads % 32 or not 32 <= num_threads <= 1024:
         raise ValueError(f"num_threads must be a multiple of 32 from 32 to 1024, got {num_threads}")
-    return KernelGen(program, arch_number(arch), num_threads, min_blocks, debug, prefetch, stream).generate()
+    return KernelGen(program, arch_number(arch), num_threads, min_blocks, debug, prefetch, stream,
+                     inline_tasks).generate()

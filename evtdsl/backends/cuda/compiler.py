@@ -123,7 +123,7 @@ def _compile_error(src: KernelSource, arch: str, log: str) -> CudaCompileError:
 
 def compile_program(program: N.Program, *, arch: str | None = None, num_threads: int = 256, min_blocks: int = 2,
                     debug: bool | None = None, prefetch: bool | None = None,
-                    stream: bool | None = None) -> CompiledKernel:
+                    stream: bool | None = None, inline_tasks: bool | None = None) -> CompiledKernel:
     """The cubin of ``program``'s persistent kernel: from the disk cache when it holds the same key, otherwise
     generated and compiled with NVRTC, then cached."""
     arch = arch or DEFAULT_ARCH
@@ -131,8 +131,9 @@ def compile_program(program: N.Program, *, arch: str | None = None, num_threads:
     debug = knobs.DEBUG.get() if debug is None else debug
     prefetch = knobs.L2_PREFETCH.get() if prefetch is None else prefetch
     stream = knobs.STREAM_WEIGHTS.get() if stream is None else stream
+    inline_tasks = knobs.INLINE_TASKS.get() if inline_tasks is None else inline_tasks
     options: dict[str, Any] = {"num_threads": num_threads, "min_blocks": min_blocks, "debug": debug,
-                               "prefetch": prefetch, "stream": stream}
+                               "prefetch": prefetch, "stream": stream, "inline_tasks": inline_tasks}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     key = cache.kernel_key(program, arch=arch, nvrtc_version=nvrtc_version(), options=options)
@@ -152,7 +153,7 @@ def compile_program(program: N.Program, *, arch: str | None = None, num_threads:
             return k
     t0 = time.perf_counter()
     src = generate(program, arch=arch, num_threads=num_threads, min_blocks=min_blocks, debug=debug,
-                   prefetch=prefetch, stream=stream)
+                   prefetch=prefetch, stream=stream, inline_tasks=inline_tasks)
     timings["codegen"] = time.perf_counter() - t0
     if knobs.DUMP_CUDA.get():
         print(src.text, file=sys.stderr)

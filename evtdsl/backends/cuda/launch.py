@@ -214,11 +214,12 @@ _KERNELS: "weakref.WeakKeyDictionary[N.Program, dict[tuple, CompiledKernel]]" = 
 
 def _kernel(program: N.Program, arch: str, num_threads: int) -> CompiledKernel:
     """compile_program, remembered per program object so that a launch does not even hash the program."""
-    key = (arch, num_threads, knobs.DEBUG.get(), knobs.L2_PREFETCH.get(), knobs.STREAM_WEIGHTS.get())
+    key = (arch, num_threads, knobs.DEBUG.get(), knobs.L2_PREFETCH.get(), knobs.STREAM_WEIGHTS.get(),
+           knobs.INLINE_TASKS.get())
     per_program = _KERNELS.setdefault(program, {})
     if key not in per_program or knobs.ALWAYS_COMPILE.get():
         per_program[key] = compile_program(program, arch=arch, num_threads=num_threads, debug=key[2],
-                                           prefetch=key[3], stream=key[4])
+                                           prefetch=key[3], stream=key[4], inline_tasks=key[5])
     return per_program[key]
 
 

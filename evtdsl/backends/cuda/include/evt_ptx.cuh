@@ -54,11 +54,9 @@ __device__ __forceinline__ uint4 ld_vec16_ro(const void* p) {
 }
 
 // Read-only and small (the x tile of a decode GEMV that every warp reads): the non-coherent path, kept in L1.
-__device__ __forceinline__ uint4 ld_vec16_l1(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
+// The intrinsic (ld.global.nc) rather than volatile asm: the compiler may issue these loads early, batched
+// ahead of the tensor-core instructions that use them, instead of one at a time in program order.
+__device__ __forceinline__ uint4 ld_vec16_l1(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 
 // Tensors other tasks write during the kernel (ordered by events): at L2, the point of coherence, never L1.
 __device__ __forceinline__ uint4 ld_vec16_cg(const void* p) {

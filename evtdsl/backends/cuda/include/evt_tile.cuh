@@ -228,6 +228,20 @@ __device__ __forceinline__ uint4 pack8(const unsigned short (&e)[8]) {
                     e[6] | (unsigned(e[7]) << 16));
 }
 
+// Elements p[0], p[cs], ..., p[7 * cs] (16-bit) as the 16 bytes a vector load of them would give; those at
+// u < lo or u >= hi read as zero. The element-wise path of streamed loads (tile edges, strided or unaligned
+// views): not inlined, so that it stays out of the hot loops' code and register budget; only the pieces that
+// take it pay for the call. COHERENT: at L2 (a tensor other tasks write), else the read-only path.
+template <class T, bool COHERENT>
+__device__ __noinline__ uint4 ld8_masked(const T* p, long long cs, int lo, int hi) {
+  unsigned short e[8];
+#pragma unroll
+  for (int u = 0; u < 8; ++u)
+    e[u] = u >= lo && u < hi ? (COHERENT ? ld_cg_u16(p + u * cs) : bits16(ld_ro(p + u * cs)))
+                             : static_cast<unsigned short>(0);
+  return pack8(e);
+}
+
 __device__ __forceinline__ long long clampll(long long v, long long lo, long long hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
@@ -275,17 +289,8 @@ __device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N
       const bool row_ok = row >= rlo && row < rhi;
       const T* p = W + (base + row * ld + col * cs);
       uint4& v = r[jj][q / S::KC][q % S::KC];
-      if (fast && row_ok && col >= clo && col + 8 <= chi) {
-        v = ld_vec16_ro(p);
-      } else {
-        unsigned short e[8];
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const bool ok = row_ok && col + u >= clo && col + u < chi;
-          e[u] = ok ? bits16(ld_ro(p + u * cs)) : static_cast<unsigned short>(0);
-        }
-        v = pack8(e);
-      }
+      if (fast && row_ok && col >= clo && col + 8 <= chi) v = ld_vec16_ro(p);
+      else v = row_ok ? ld8_masked<T, false>(p, cs, clo - col, chi - col) : make_uint4(0u, 0u, 0u, 0u);
     }
   }
 }
@@ -320,7 +325,9 @@ struct SharedA {
 // GlobalA: a tile read straight from global memory (no ring, so the loop needs no CTA barrier): through L1
 // for a read-only tensor, at L2 for one other tasks write (COHERENT); element (m, k) at p[base + m * ld + k * cs];
 // rows [rlo, rhi) and columns [clo, chi) are in bounds, the others read as zero; fast as for stream_load.
-template <class T, bool COHERENT>
+// ALL_COLS: the caller has checked that every column it reads is in bounds and every 8-column run aligned
+// (the in-bounds version of a streamed loop), so only the row mask remains.
+template <class T, bool COHERENT, bool ALL_COLS = false>
 struct GlobalA {
   const T* p;
   long long base, ld, cs;
@@ -329,13 +336,9 @@ struct GlobalA {
   __device__ __forceinline__ uint4 vec8(int m, int k) const {
     if (m < rlo || m >= rhi) return make_uint4(0u, 0u, 0u, 0u);
     const T* q = p + (base + m * ld + k * cs);
+    if (ALL_COLS) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
     if (fast && k >= clo && k + 8 <= chi) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
-    unsigned short e[8];
-#pragma unroll
-    for (int u = 0; u < 8; ++u)
-      e[u] = k + u >= clo && k + u < chi ? (COHERENT ? ld_cg_u16(q + u * cs) : bits16(ld_ro(q + u * cs)))
-                                         : static_cast<unsigned short>(0);
-    return pack8(e);
+    return ld8_masked<T, COHERENT>(q, cs, clo - k, chi - k);
   }
 };
 

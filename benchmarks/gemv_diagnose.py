@@ -1,0 +1,217 @@
+"""The streamed-weight path (EVTDSL_STREAM_WEIGHTS) under the code-generation choices that decide its register
+budget, against the best hand-written kernel of gemv_paths.py and torch, in one run:
+
+- ``called``: task bodies are called (``__noinline__``), one loop version;
+- ``inlined``: task bodies inlined into the persistent loop (EVTDSL_INLINE_TASKS), one loop version;
+- ``inlined+versioned``: and a streamed loop whose tiles are all in bounds runs a version with vector loads only
+  (codegen._STREAM_VERSIONED).
+
+Workloads: the 8B gate/up GEMV ([28672, 4096] bf16, M = 1) per tile shape; the GEMV -> silu -> GEMV chain of
+benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static schedule, with and without prefetch while
+waiting); the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
+CUDA-graph replay. The ring path (stream off) is measured too, as the default it would replace.
+
+    python benchmarks/gemv_diagnose.py [--out DIR] [--parts gemv,chain,swiglu]
+
+Writes JSON (device, copy bandwidth, every configuration) after each part, and a plot at the end.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import gemv_paths  # noqa: E402
+import gemv_streaming  # noqa: E402
+import runtime  # noqa: E402
+
+from evtdsl import benchmarking as B  # noqa: E402
+from evtdsl.backends.cuda import codegen, launch  # noqa: E402
+from evtdsl.library import mlp, swiglu  # noqa: E402
+
+TILES = [(64, 256), (32, 512), (64, 128), (128, 64)]
+CHAINS = ["up64x128_down16x512", "up64x256_down16x512"]
+# name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops)
+VARIANTS = {"ring": ("0", "0", True), "ring+inlined": ("0", "1", True), "called": ("1", "0", False),
+            "inlined": ("1", "1", False), "inlined+versioned": ("1", "1", True)}
+FEW = ["ring", "inlined", "inlined+versioned"]  # for the chain and the MLP
+
+def use_variant(name: str) -> None:
+    stream, inline, versioned = VARIANTS[name]
+    os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
+    os.environ["EVTDSL_INLINE_TASKS"] = inline
+    codegen._STREAM_VERSIONED = versioned  # a code-generator constant, not in the cache key: own cache folder
+    os.environ["EVTDSL_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"evtdsl-diag-{name}")
+    launch._MODULES.clear()
+    swiglu._BUILT.clear()
+
+
+def hand_gemv(x, ws, n, k) -> tuple[float, float]:
+    """(seconds, relative error) of the best hand-written kernel of gemv_paths.py, plain back-to-back launches."""
+    mod, fn, smem, per_sm, _ = gemv_paths.build(1, 2, 128, 2)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    tiles = n // (8 * 2 * 4)
+    grid = min(tiles, sms * per_sm)
+    y = torch.empty(1, n, device="cuda", dtype=torch.float32)
+
+    def go(i):
+        fn((grid,), (256,), (np.uint64(ws[i % len(ws)].data_ptr()), np.uint64(x.data_ptr()), np.uint64(y.data_ptr()),
+                             np.int32(n), np.int32(k), np.int32(1), np.int32(tiles)), shared_mem=smem)
+
+    go(0)
+    torch.cuda.synchronize()
+    ref = x.float() @ ws[0].float().T
+    err = float((y - ref).norm() / ref.norm())
+    t = B.time_callable(lambda: [go(i) for i in range(30)], repeats=7) / 30
+    del mod
+    return t, err
+
+
+def part_gemv(res, copy_bw, gen):
+    k, n = 4096, 28672
+    x = torch.randn(1, k, device="cuda", generator=gen).bfloat16()
+    ws = [(torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16() for _ in range(3)]
+    ref = x.float() @ ws[0].float().T
+    nbytes = n * k * 2
+    out = res["gemv"] = {"N": n, "K": k, "rows": []}
+    t = B.time_graph([lambda w=w: torch.matmul(x, w.T) for w in ws])
+    out["torch_graph_us"] = t * 1e6
+    print(f"GEMV torch graph {t * 1e6:.1f} us ({nbytes / t / copy_bw:.0%})", flush=True)
+    t, err = hand_gemv(x, ws, n, k)
+    out["hand_us"] = t * 1e6
+    print(f"GEMV hand-written {t * 1e6:.1f} us ({nbytes / t / copy_bw:.0%}), err {err:.1e}", flush=True)
+    y = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
+    for variant in VARIANTS:
+        use_variant(variant)
+        for bn, bk in TILES:
+            mk = gemv_streaming.make_gemv(bn, bk)
+            mk.run(x, ws[0], y)
+            err = float((y.float() - ref).norm() / ref.norm())
+            t = B.time_graph([lambda w=w: mk.run(x, w, y, sync=False) for w in ws])
+            out["rows"].append({"variant": variant, "bn": bn, "bk": bk, "us": t * 1e6, "frac": nbytes / t / copy_bw,
+                                "rel_err": err})
+            print(f"GEMV {variant:18s} {bn:3d}x{bk:<3d}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) err {err:.1e}",
+                  flush=True)
+
+
+def part_chain(res, copy_bw, gen):
+    k, n = 4096, 14336
+    ws = [((torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
+           (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
+    nbytes = 2 * n * k * 2
+    out = res["chain"] = {"N": n, "K": k, "torch_graph_us": {}, "rows": []}
+    for m in (1, 16):
+        x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
+        h, y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16), torch.empty(m, k, device="cuda", dtype=torch.bfloat16)
+        ref = torch.nn.functional.silu(x.float() @ ws[0][0].float().T).bfloat16().float() @ ws[0][1].float().T
+        t = B.time_graph([lambda w1=w1, w2=w2: torch.nn.functional.silu(x @ w1.T) @ w2.T for w1, w2 in ws])
+        out["torch_graph_us"][m] = t * 1e6
+        print(f"chain M={m:2d} torch graph {t * 1e6:.1f} us ({nbytes / t / copy_bw:.0%})", flush=True)
+        for variant in FEW:
+            use_variant(variant)
+            for name in CHAINS:
+                mk = runtime.make_gemv_chain(*runtime.CHAIN_CONFIGS[name])
+                for pf in ("0", "1"):
+                    with B.env("EVTDSL_L2_PREFETCH", pf):
+                        mk.run(x, *ws[0], h, y)
+                        err = float((y.float() - ref).norm() / ref.norm())
+                        t = B.time_graph([lambda w1=w1, w2=w2: mk.run(x, w1, w2, h, y, sync=False) for w1, w2 in ws])
+                    out["rows"].append({"M": m, "variant": variant, "config": name, "prefetch": pf == "1",
+                                        "us": t * 1e6, "frac": nbytes / t / copy_bw, "rel_err": err})
+                    print(f"chain M={m:2d} {variant:18s} {name:20s} prefetch={pf}: {t * 1e6:6.1f} us "
+                          f"({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
+
+
+def part_swiglu(res, copy_bw, gen):
+    k, n = 4096, 14336
+    wbytes = 3 * k * n * 2
+    wsets = [((torch.randn(2 * n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
+              (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
+    out = res["swiglu_8b"] = {"torch_graph_us": {}, "rows": []}
+    for m in (1, 16):
+        x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
+        r = torch.zeros_like(x)
+        ref = mlp.torch_swiglu(x, *wsets[0]).float()
+        t = B.time_graph([lambda w=w: mlp.torch_swiglu(x, *w) for w in wsets])
+        out["torch_graph_us"][m] = t * 1e6
+        print(f"SwiGLU 8B M={m:2d} torch graph {t * 1e6:.1f} us ({wbytes / t / copy_bw:.0%})", flush=True)
+        for variant in FEW:
+            use_variant(variant)
+            for cfg in gemv_streaming.SWIGLU:
+                ym = mlp.run_variant(cfg, x, *wsets[0], r)
+                err = float((ym.float() - ref).norm() / ref.norm())
+                t = B.time_graph([lambda w=w: mlp.run_variant(cfg, x, *w, r, sync=False) for w in wsets])
+                out["rows"].append({"M": m, "variant": variant, "config": cfg.name, "us": t * 1e6,
+                                    "frac": wbytes / t / copy_bw, "rel_err": err})
+                print(f"SwiGLU 8B M={m:2d} {variant:18s} {cfg.name:34s}: {t * 1e6:6.1f} us "
+                      f"({wbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--parts", default="gemv,chain,swiglu")
+    args = ap.parse_args()
+    dev = torch.cuda.get_device_name()
+    copy_bw = B.copy_bandwidth()
+    print(f"{dev}: copy {copy_bw / 1e12:.2f} TB/s", flush=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    res = {"device": dev, "copy_TBps": copy_bw / 1e12, "torch": torch.__version__, "variants": VARIANTS}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"gemv-diagnose-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    parts = {"gemv": part_gemv, "chain": part_chain, "swiglu": part_swiglu}
+    for name in args.parts.split(","):
+        parts[name](res, copy_bw, gen)
+        path.write_text(json.dumps(res, indent=1))
+        torch.cuda.empty_cache()
+    plot(res, path.with_suffix(".png"))
+    print(f"wrote {path}")
+
+
+def plot(res, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in ("gemv", "chain", "swiglu_8b") if p in res]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        rows = res[p]["rows"]
+        names = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+        width = 0.8 / len(names)
+        if p == "gemv":
+            key = lambda r: f"{r['bn']}x{r['bk']}"  # noqa: E731
+        elif p == "chain":
+            key = lambda r: f"M{r['M']} {r['config'].replace('_', ' ')}{' pf' if r['prefetch'] else ''}"  # noqa: E731
+        else:
+            key = lambda r: f"M{r['M']} {r['config'].split('_ch')[0]}"  # noqa: E731
+        labels = list(dict.fromkeys(key(r) for r in rows))
+        for i, v in enumerate(names):
+            vals = [next((r["frac"] for r in rows if r["variant"] == v and key(r) == lb), 0) for lb in labels]
+            ax.bar([j + i * width for j in range(len(labels))], vals, width, label=v)
+        ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(labels))], labels, rotation=60,
+                      fontsize=6, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(p, fontsize="medium")
+        if p == "gemv":
+            b = res["gemv"]["N"] * res["gemv"]["K"] * 2 / (res["copy_TBps"] * 1e12)
+            ax.axhline(b / (res["gemv"]["hand_us"] * 1e-6), color="r", ls=":", label="hand-written")
+            ax.axhline(b / (res["gemv"]["torch_graph_us"] * 1e-6), color="k", ls="--", label="torch graph")
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("fraction of copy bandwidth")
+    fig.suptitle(f"streamed weights: called vs inlined tasks vs in-bounds loop versions; {res['device']}, "
+                 f"copy {res['copy_TBps']:.2f} TB/s", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
