@@ -4,11 +4,12 @@ budget, against the best hand-written kernel of gemv_paths.py and torch, in one 
 - ``called``: task bodies are called (``__noinline__``), one loop version;
 - ``inlined``: task bodies inlined into the persistent loop (EVTDSL_INLINE_TASKS), one loop version;
 - ``inlined+versioned``: and a streamed loop whose tiles are all in bounds runs a version with vector loads only
-  (codegen._STREAM_VERSIONED).
+  (codegen._STREAM_VERSIONED);
+- ``...-ahead1``: weights one iteration ahead, instead of the distance the code generator picks per loop (about
+  eight 16-byte pieces per thread in flight, codegen._STREAM_TARGET_PIECES).
 
 Workloads: the 8B gate/up GEMV ([28672, 4096] bf16, M = 1) per tile shape; the GEMV -> silu -> GEMV chain of
-benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static schedule, with and without prefetch while
-waiting); the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
+benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static schedule); the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
 CUDA-graph replay. The ring path (stream off) is measured too, as the default it would replace.
 
     python benchmarks/gemv_diagnose.py [--out DIR] [--parts gemv,chain,swiglu]
@@ -35,18 +36,21 @@ from evtdsl import benchmarking as B  # noqa: E402
 from evtdsl.backends.cuda import codegen, launch  # noqa: E402
 from evtdsl.library import mlp, swiglu  # noqa: E402
 
-TILES = [(64, 256), (32, 512), (64, 128), (128, 64)]
-CHAINS = ["up64x128_down16x512", "up64x256_down16x512"]
-# name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops)
-VARIANTS = {"ring": ("0", "0", True), "ring+inlined": ("0", "1", True), "called": ("1", "0", False),
-            "inlined": ("1", "1", False), "inlined+versioned": ("1", "1", True)}
-FEW = ["ring", "inlined", "inlined+versioned"]  # for the chain and the MLP
+TILES = [(64, 256), (32, 256), (64, 128), (128, 64)]
+CHAINS = {"up64x128_down16x512": (64, 128, 16, 512), "up128x64_down16x512": (128, 64, 16, 512),
+          "up64x128_down32x256": (64, 128, 32, 256), "up32x256_down16x512": (32, 256, 16, 512)}
+# name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default)
+VARIANTS = {"ring": ("0", "0", True, None), "called+versioned": ("1", "0", True, None),
+            "inlined+versioned-ahead1": ("1", "1", True, 1), "inlined+versioned": ("1", "1", True, None)}
+SWIGLU = [*gemv_streaming.SWIGLU, swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32)]
+FEW = ["ring", "called+versioned", "inlined+versioned"]  # for the chain and the MLP
 
 def use_variant(name: str) -> None:
-    stream, inline, versioned = VARIANTS[name]
+    stream, inline, versioned, ahead = VARIANTS[name]
     os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
     os.environ["EVTDSL_INLINE_TASKS"] = inline
-    codegen._STREAM_VERSIONED = versioned  # a code-generator constant, not in the cache key: own cache folder
+    # code-generator constants, not in the cache key: each variant has its own cache folder
+    codegen._STREAM_VERSIONED, codegen._STREAM_AHEAD = versioned, ahead
     os.environ["EVTDSL_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"evtdsl-diag-{name}")
     launch._MODULES.clear()
     swiglu._BUILT.clear()
@@ -116,8 +120,8 @@ def part_chain(res, copy_bw, gen):
         for variant in FEW:
             use_variant(variant)
             for name in CHAINS:
-                mk = runtime.make_gemv_chain(*runtime.CHAIN_CONFIGS[name])
-                for pf in ("0", "1"):
+                mk = runtime.make_gemv_chain(*CHAINS[name])
+                for pf in ("0",):
                     with B.env("EVTDSL_L2_PREFETCH", pf):
                         mk.run(x, *ws[0], h, y)
                         err = float((y.float() - ref).norm() / ref.norm())
@@ -143,7 +147,7 @@ def part_swiglu(res, copy_bw, gen):
         print(f"SwiGLU 8B M={m:2d} torch graph {t * 1e6:.1f} us ({wbytes / t / copy_bw:.0%})", flush=True)
         for variant in FEW:
             use_variant(variant)
-            for cfg in gemv_streaming.SWIGLU:
+            for cfg in SWIGLU:
                 ym = mlp.run_variant(cfg, x, *wsets[0], r)
                 err = float((ym.float() - ref).norm() / ref.norm())
                 t = B.time_graph([lambda w=w: mlp.run_variant(cfg, x, *w, r, sync=False) for w in wsets])

@@ -1,5 +1,6 @@
 """How a decode-size GEMV's weights reach the tensor cores: the cp.async shared-memory ring against weights
-streamed into registers (EVTDSL_STREAM_WEIGHTS, one or two iterations ahead), per tile shape, on the 8B
+streamed into registers (EVTDSL_STREAM_WEIGHTS, one or two iterations ahead, or as far as the code generator
+picks per loop), per tile shape, on the 8B
 gate/up weight ([28672, 4096] bf16, M = 1), and the SwiGLU MLP of the 8B shape at M = 1 and 16 with each.
 
     python benchmarks/gemv_streaming.py [--out DIR]
@@ -27,7 +28,7 @@ SWIGLU = [swiglu.Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64),
           swiglu.Config("two_phase", bm=16, bn=32, bk=256, bc=64, chunk=64),
           swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32)]
 # how weights reach the tensor cores: (name, EVTDSL_STREAM_WEIGHTS, iterations ahead)
-MODES = [("ring", "0", None), ("stream-1", "1", 1), ("stream-2", "1", 2)]
+MODES = [("ring", "0", None), ("stream-1", "1", 1), ("stream-2", "1", 2), ("stream-auto", "1", None)]
 
 
 def make_gemv(bn: int, bk: int) -> evt.Megakernel:
@@ -51,9 +52,7 @@ def use_mode(stream: str, ahead: int | None) -> None:
     """Select a mode for kernels built from here on. The distance ahead is a code-generator constant (not a
     knob), so each mode gets its own cache folder and freshly built megakernels."""
     os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
-    if ahead is not None:
-        codegen._STREAM_AHEAD = ahead
-        codegen._STREAM_REGS = 32 * (ahead + 1)
+    codegen._STREAM_AHEAD = ahead  # None: the code generator's choice per loop
     os.environ["EVTDSL_CACHE_DIR"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"evtdsl-gemv-{stream}-{ahead}")
     launch._MODULES.clear()
     swiglu._BUILT.clear()

@@ -109,13 +109,19 @@ def test_generated_code_uses_the_fast_paths():
     # loads only, x's columns unchecked) and the general one
     bf16 = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_90a", stream=True).text
     assert bf16.count("const bool evt_allfast") == 2
-    assert bf16.count("evt::dot_mma_stream<") == 8  # 2 loops x 2 versions x 2 halves
-    # before each loop, a load with both paths; in each half of the general version, both paths; in each half of
-    # the in-bounds version, the vector path alone
-    assert bf16.count("evt::stream_load_fast<") == 10 and bf16.count("evt::stream_load<") == 6
+    # each warp's pieces of a 16-row tile are few (two 16-byte pieces per thread and iteration), so both loops
+    # load them as far ahead as the code generator goes, and are unrolled by one more
+    ahead = [int(a) for a in re.findall(r"(\d) iteration\(s\) ahead", bf16)]
+    assert ahead == [codegen._STREAM_MAX_AHEAD] * 2
+    n = ahead[0] + 1
+    assert bf16.count("evt::dot_mma_stream<") == 2 * 2 * n  # 2 loops x 2 versions x n phases
+    # before each loop, `ahead` loads with both paths; in each phase of the general version, both paths; in each
+    # phase of the in-bounds version, the vector path alone
+    assert bf16.count("evt::stream_load_fast<") == 2 * (ahead[0] + 2 * n)
+    assert bf16.count("evt::stream_load<") == 2 * (ahead[0] + n)
     for coherent in ("false", "true"):  # x is read-only; h is written by act, read at L2
-        assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}>") == 2
-        assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}, true>") == 2
+        assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}>") == n
+        assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}, true>") == n
     assert "cp.async pipeline" not in bf16 and "evt::SharedA<" not in bf16
     f32 = codegen.generate(routing.moe_route.ir, arch="sm_90a").text
     assert "evt::dot_fma<" in f32 and "evt::dot_mma<" not in f32

@@ -70,9 +70,14 @@ _SMEM_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101
 _PIPELINE_BYTES = 96 * 1024
 _INFLIGHT_BYTES = 40 * 1024
 _MAX_STAGES = 6
-# Iterations ahead that weights streamed into registers are loaded (the loop is unrolled by one more), and the
-# registers per thread all the buffers of one loop may hold.
-_STREAM_AHEAD = 1
+# Weights streamed into registers: the 16-byte pieces per thread a loop aims to keep in flight (8: 4 KB per warp,
+# what the fastest hand-written GEMV of benchmarks/gemv_paths.py keeps), the most iterations ahead it loads them
+# (the loop is unrolled by one more), and the registers per thread the buffers of one loop may hold at one
+# iteration ahead. _STREAM_AHEAD: None picks the distance per loop, from its pieces per iteration; an int
+# forces it (benchmarks).
+_STREAM_TARGET_PIECES = 8
+_STREAM_MAX_AHEAD = 3
+_STREAM_AHEAD: int | None = None
 _STREAM_REGS = 64
 # Whether a loop of streamed weights with no ring gets an in-bounds version (stream_fast_predicate).
 _STREAM_VERSIONED = True
@@ -512,6 +517,7 @@ class TaskGen:
         # inside the version of a streamed loop for which every tile lies in bounds (stream_fast_predicate):
         # streamed loads and GlobalA columns emit their vector path only
         self.stream_fast_only = False
+        self.ahead = 1  # iterations ahead the current loop's streamed weights are loaded (stream_candidates)
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
@@ -956,10 +962,10 @@ class TaskGen:
     def stream_loop(self, k: str, lo: str, hi: str, st: int, cmp: str, streaming: bool,
                     iteration: Callable[[str, int], None]) -> None:
         """The loop over k, its body emitted by ``iteration(k expression, phase)``. With weights streamed into
-        registers it is unrolled by the number of register buffers, _STREAM_AHEAD + 1: phase p computes from
-        buffer p while the buffer phase p - 1 read receives the weights _STREAM_AHEAD iterations ahead, so
+        registers it is unrolled by the number of register buffers, self.ahead + 1: phase p computes from
+        buffer p while the buffer phase p - 1 read receives the weights self.ahead iterations ahead, so
         no register copy waits for a load in flight."""
-        n = _STREAM_AHEAD + 1 if streaming else 1
+        n = self.ahead + 1 if streaming else 1
         self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {n * st})")
         iteration(k, 0)
         for p in range(1, n):
@@ -1010,7 +1016,9 @@ class TaskGen:
                           ) -> dict[int, tuple[N.Op, N.Op]]:
         """The pipelined loads to stream into registers: id(load) -> (load, dot), the load being the B operand ``load(w).T`` of a
         register-resident accumulator over one 16-row block, w a read-only 2-d tensor walked along its last
-        dim, the tile used nowhere else, masked elements zero; at most _STREAM_REGS registers per thread."""
+        dim, the tile used nowhere else, masked elements zero; at most _STREAM_REGS registers per thread at one
+        iteration ahead. Sets self.ahead: iterations ahead, so that about _STREAM_TARGET_PIECES pieces per thread
+        are in flight."""
         if not self.kg.stream or self.kg.arch < 80:
             return {}
         cand = {id(n): n for n in loads}
@@ -1046,11 +1054,13 @@ class TaskGen:
             if (not t.readonly or t.type.ndim != 2 or M != 16 or K % 32 or w.attr("other", 0) != 0
                     or w.type.shape != (Nn, K) or _moves_leading_dims(w, s.var)):
                 continue
-            r = (_STREAM_AHEAD + 1) * jpw * nj * (K // ks // 32) * 4
+            r = 2 * jpw * nj * (K // ks // 32) * 4
             if regs + r > _STREAM_REGS:
                 continue
             regs += r
             out[id(w)] = (w, d)
+        pieces = regs // 8
+        self.ahead = _STREAM_AHEAD or max(1, min(_STREAM_MAX_AHEAD, _STREAM_TARGET_PIECES // max(pieces, 1)))
         self.direct_a = self._direct_a_operands(s, out, cand, uses, var_uses, task_uses, assigns)
         return out
 
@@ -1125,7 +1135,7 @@ class TaskGen:
 
     def stream_prologue(self, s: N.For, lo: str, cmp: str, hi: str, st: int,
                         streams: dict[int, tuple[N.Op, N.Op]]) -> dict[int, tuple[str, ...]]:
-        """Declare each streamed load's register buffers and load the first _STREAM_AHEAD iterations' pieces
+        """Declare each streamed load's register buffers and load the first self.ahead iterations' pieces
         into buffers 0, 1, ...; id(load) -> its buffers."""
         bufs: dict[int, tuple[str, ...]] = {}
         if streams:
@@ -1134,17 +1144,17 @@ class TaskGen:
             w0 = next(iter(streams.values()))[0]
             self.stream_stage = self.alloc((elems * (self.nt // 32),), w0.type.dtype, "wstage").ptr
         for wid, (w, d) in streams.items():
-            names = tuple(self.fresh("wregs") for _ in range(_STREAM_AHEAD + 1))
+            names = tuple(self.fresh("wregs") for _ in range(self.ahead + 1))
             t = self.tensors[w.args[0].name]
             self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into registers on consecutive "
-                   f"bytes, {_STREAM_AHEAD} iteration(s) ahead, in {len(names)} register buffers; each warp puts "
+                   f"bytes, {self.ahead} iteration(s) ahead, in {len(names)} register buffers; each warp puts "
                    "its pieces in fragment order through its part of the transposition buffer")
             M, Nn, K, nj, ks, jpw = self._stream_shape(d)
             self.e(f"static_assert(evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::WARP_ELEMS <= {elems}, "
                    "\"transposition buffer\");")
             for b in names:
                 self._stream_decl(d, b)
-            for a in range(_STREAM_AHEAD):
+            for a in range(self.ahead):
                 kk = f"({lo} + {a * st})" if a else lo
                 self.e.open(f"if ({kk} {cmp} {hi})")
                 self.scopes.append({s.var: Val.scalar(kk, dt.i32)})
@@ -1157,14 +1167,14 @@ class TaskGen:
 
     def stream_ahead(self, s: N.For, k: str, st: int, cmp: str, hi: str, bufs: dict[int, tuple[str, ...]],
                      phase: int) -> None:
-        """Iteration k (``phase`` of the unrolled loop): load the pieces of iteration k + _STREAM_AHEAD into the
+        """Iteration k (``phase`` of the unrolled loop): load the pieces of iteration k + self.ahead into the
         buffer the previous phase read; the dot reads buffer ``phase``."""
         for wid, names in bufs.items():
             w, d, _ = self.streamed[wid]
-            ahead = f"({k} + {_STREAM_AHEAD * st})"
+            ahead = f"({k} + {self.ahead * st})"
             self.e.open(f"if ({ahead} {cmp} {hi})")
             self.scopes.append({s.var: Val.scalar(ahead, dt.i32)})
-            self._stream_issue(w, d, names[(phase + _STREAM_AHEAD) % len(names)])
+            self._stream_issue(w, d, names[(phase + self.ahead) % len(names)])
             self.scopes.pop()
             self.e.close()
             self.streamed[wid] = (w, d, names[phase])
