@@ -9,7 +9,7 @@ budget, against the best hand-written kernel of gemv_paths.py and torch, in one 
   eight 16-byte pieces per thread in flight, codegen._STREAM_TARGET_PIECES).
 
 Workloads: the 8B gate/up GEMV ([28672, 4096] bf16, M = 1) per tile shape; the GEMV -> silu -> GEMV chain of
-benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static schedule); the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
+benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static and dynamic schedules); the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
 CUDA-graph replay. The ring path (stream off) is measured too, as the default it would replace.
 
     python benchmarks/gemv_diagnose.py [--out DIR] [--parts gemv,chain,swiglu]
@@ -38,7 +38,8 @@ from evtdsl.library import mlp, swiglu  # noqa: E402
 
 TILES = [(64, 256), (32, 256), (64, 128), (128, 64)]
 CHAINS = {"up64x128_down16x512": (64, 128, 16, 512), "up128x64_down16x512": (128, 64, 16, 512),
-          "up64x128_down32x256": (64, 128, 32, 256), "up32x256_down16x512": (32, 256, 16, 512)}
+          "up64x128_down32x256": (64, 128, 32, 256), "up32x256_down16x512": (32, 256, 16, 512),
+          "up16x512_down16x512": (16, 512, 16, 512)}
 # name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default)
 VARIANTS = {"ring": ("0", "0", True, None), "called+versioned": ("1", "0", True, None),
             "inlined+versioned-ahead1": ("1", "1", True, 1), "inlined+versioned": ("1", "1", True, None)}
@@ -121,14 +122,14 @@ def part_chain(res, copy_bw, gen):
             use_variant(variant)
             for name in CHAINS:
                 mk = runtime.make_gemv_chain(*CHAINS[name])
-                for pf in ("0",):
-                    with B.env("EVTDSL_L2_PREFETCH", pf):
-                        mk.run(x, *ws[0], h, y)
-                        err = float((y.float() - ref).norm() / ref.norm())
-                        t = B.time_graph([lambda w1=w1, w2=w2: mk.run(x, w1, w2, h, y, sync=False) for w1, w2 in ws])
-                    out["rows"].append({"M": m, "variant": variant, "config": name, "prefetch": pf == "1",
+                for sched in ("static", "dynamic"):
+                    mk.run(x, *ws[0], h, y, schedule=sched)
+                    err = float((y.float() - ref).norm() / ref.norm())
+                    t = B.time_graph([lambda w1=w1, w2=w2: mk.run(x, w1, w2, h, y, sync=False, schedule=sched)
+                                      for w1, w2 in ws])
+                    out["rows"].append({"M": m, "variant": variant, "config": name, "schedule": sched,
                                         "us": t * 1e6, "frac": nbytes / t / copy_bw, "rel_err": err})
-                    print(f"chain M={m:2d} {variant:18s} {name:20s} prefetch={pf}: {t * 1e6:6.1f} us "
+                    print(f"chain M={m:2d} {variant:18s} {name:20s} {sched:7s}: {t * 1e6:6.1f} us "
                           f"({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
 
 
@@ -194,7 +195,7 @@ def plot(res, path):
         if p == "gemv":
             key = lambda r: f"{r['bn']}x{r['bk']}"  # noqa: E731
         elif p == "chain":
-            key = lambda r: f"M{r['M']} {r['config'].replace('_', ' ')}{' pf' if r['prefetch'] else ''}"  # noqa: E731
+            key = lambda r: f"M{r['M']} {r['config'].replace('_', ' ')} {r['schedule']}"  # noqa: E731
         else:
             key = lambda r: f"M{r['M']} {r['config'].split('_ch')[0]}"  # noqa: E731
         labels = list(dict.fromkeys(key(r) for r in rows))
