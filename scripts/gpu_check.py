@@ -44,9 +44,11 @@ print("ok zoo", flush=True)
 import os
 os.environ["EVTDSL_STREAM_WEIGHTS"] = "1"
 mk, make, outputs, rtol = T._examples()["gemm_chain"]
-for schedule in ("static", "dynamic"):
-    T.run_both(mk, make(), outputs, schedule, rtol=rtol)
-    print("ok gemm_chain streamed", schedule, flush=True)
+for inline in ("0", "1"):  # task bodies called, then inlined (EVTDSL_INLINE_TASKS)
+    os.environ["EVTDSL_INLINE_TASKS"] = inline
+    for schedule in ("static", "dynamic"):
+        T.run_both(mk, make(), outputs, schedule, rtol=rtol)
+        print("ok gemm_chain streamed", "inlined" if inline == "1" else "called", schedule, flush=True)
 """
 
 

@@ -267,6 +267,22 @@ def case_swiglu(schedule: str) -> None:
     compare(mk, swiglu_inputs(full, evt.bf16, m=5, k=256, n=256), ("y",), schedule, nt=256)
 
 
+def case_shared_a(schedule: str) -> None:
+    from test_cuda_kernels import scaled_gemv
+
+    # the dot's A operand is computed (2 x), so it is read from shared memory (SharedA) while w streams into
+    # registers; x comes through the cp.async ring. K = 192 in whole 64-wide tiles and N = 96 in whole 32-row
+    # tiles; then N = 70 and K = 200 leave partial tiles (the general loads)
+    text = codegen.generate(scaled_gemv.ir, arch="sm_90a", num_threads=NT, stream=True).text
+    assert "evt::SharedA<" in text and "evt::stream_load_fast<" in text and "cp.async pipeline" in text
+    rng = np.random.default_rng(6)
+    bf = evt.bf16.np_dtype
+    for m, k, n in ((5, 192, 96), (21, 200, 70)):
+        args = {"x": rng.standard_normal((m, k)).astype(bf), "w": (rng.standard_normal((n, k)) / 8).astype(bf),
+                "y": np.empty((m, n), np.float32)}
+        compare(scaled_gemv, args, ("y",), schedule, rtol=2e-3)
+
+
 def case_timeout(schedule: str) -> None:
     from test_cuda_kernels import rowsum_counts
 
@@ -303,7 +319,7 @@ def case_debug_index() -> None:
 
 
 CASES = {"rowsum": case_rowsum, "gemm_chain": case_gemm_chain, "routing": case_routing, "zoo": case_zoo,
-         "swiglu": case_swiglu, "timeout": case_timeout}
+         "swiglu": case_swiglu, "timeout": case_timeout, "shared_a": case_shared_a}
 
 
 def _isolated(*argv: str, tmp_root: Path) -> None:

@@ -5,6 +5,8 @@
   negative steps), branches, scalar index reads and atomics;
 - ``rowsum_counts``: the split-K row sum with wait counts read from a tensor, so a test can break the graph
   on purpose (the host's count check is then skipped with ``verify_counts=False``);
+- ``scaled_gemv``: y = (2 x) W^T over 16-row blocks, the A operand of its streamed dot computed (so read from
+  shared memory, SharedA) while W streams into registers;
 - ``gather_rows``: rows picked by an index tensor, with a scalar read of the picked row (an out-of-bounds
   index makes that read fail: IndexError on the CPU, the debug builds' device-side check on the GPU).
 
@@ -144,6 +146,24 @@ def gather_rows(src: evt.Tensor[NS, 4, evt.f32], idx: evt.Tensor[NI, evt.i32],
     gather(src, idx, out)
 
 
+GM, GK, GN = evt.dim("GM"), evt.dim("GK"), evt.dim("GN")
+GBN, GBK = 32, 64
+
+
+@evt.task(grid=(evt.cdiv(GM, 16), evt.cdiv(GN, GBN)))
+def scaled(i, j, x: evt.Tensor[GM, GK, evt.bf16], w: evt.Tensor[GN, GK, evt.bf16], y: evt.Tensor[GM, GN, evt.f32]):
+    acc = evt.zeros((16, GBN), evt.f32)
+    for k in range(0, GK, GBK):
+        xt = evt.load(x, (i * 16, k), (16, GBK))
+        acc += evt.dot(xt * 2.0, evt.load(w, (j * GBN, k), (GBN, GBK)).T)
+    evt.store(y, (i * 16, j * GBN), acc)
+
+
+@evt.megakernel
+def scaled_gemv(x: evt.Tensor[GM, GK, evt.bf16], w: evt.Tensor[GN, GK, evt.bf16], y: evt.Tensor[GM, GN, evt.f32]):
+    scaled(x, w, y)
+
+
 OUTPUTS = ("out", "outb", "outh", "flags", "iout", "out8", "big", "cnt", "hi", "mout", "red", "tot", "wide",
            "cout", "accb", "cnt64", "firsts")
 
@@ -226,3 +246,13 @@ def test_rowsum_counts_and_gather_run_on_cpu():
     src, out = np.arange(24, dtype=np.float32).reshape(6, 4), np.empty((3, 4), np.float32)
     gather_rows.run(src, np.array([5, 0, 2], np.int32), out, backend="cpu")
     assert np.array_equal(out, src[[5, 0, 2]])
+
+
+def test_scaled_gemv_runs_on_cpu():
+    rng = np.random.default_rng(1)
+    bf = evt.bf16.np_dtype
+    x, w = rng.standard_normal((5, 192)).astype(bf), rng.standard_normal((70, 192)).astype(bf)
+    y = np.empty((5, 70), np.float32)
+    scaled_gemv.run(x, w, y, backend="cpu")
+    ref = (2 * x.astype(np.float64)).astype(bf).astype(np.float64) @ w.astype(np.float64).T
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3)

@@ -42,13 +42,16 @@ def test_prefetch_while_waiting_gives_the_same_bits(monkeypatch):
         assert torch.equal(mlp.run_variant(cfg, x, w_gu, w_d, res), plain)
 
 
+@pytest.mark.parametrize("inline", ["0", "1"])
+@pytest.mark.parametrize("k,n", [(2112, 1520), (2048, 1536)])
 @pytest.mark.parametrize("stream", ["0", "1"])
 @pytest.mark.parametrize("m", [1, 7, 16])
-def test_weights_streamed_into_registers_match_reference(monkeypatch, stream, m):
+def test_weights_streamed_into_registers_match_reference(monkeypatch, stream, m, k, n, inline):
     """EVTDSL_STREAM_WEIGHTS: gate/up and down weights go straight into mma fragments. Shapes whose tiles
-    run past N and K (K = 2112, N = 1520) take the general path of the edge tiles; the result agrees with
-    float32 and with the shared-memory ring up to summation order."""
-    k, n = 2112, 1520
+    run past N and K (K = 2112, N = 1520) take the general path of the edge tiles, shapes in whole tiles the
+    in-bounds version of the loops; task bodies called or inlined (EVTDSL_INLINE_TASKS). The result agrees
+    with float32 and with the shared-memory ring up to summation order."""
+    monkeypatch.setenv("EVTDSL_INLINE_TASKS", inline)
     g = torch.Generator(device="cuda").manual_seed(11 + m)
     w_gu = (torch.randn(2 * n, k, device="cuda", generator=g) / k**0.5).bfloat16()
     w_d = (torch.randn(k, n, device="cuda", generator=g) / n**0.5).bfloat16()
