@@ -9,10 +9,12 @@ budget, against the best hand-written kernel of gemv_paths.py and torch, in one 
   eight 16-byte pieces per thread in flight, codegen._STREAM_TARGET_PIECES).
 
 Workloads: the 8B gate/up GEMV ([28672, 4096] bf16, M = 1) per tile shape; the GEMV -> silu -> GEMV chain of
-benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static and dynamic schedules); the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
+benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static and dynamic schedules); that chain with a barrier
+between its phases against fine-grained hand-off (runtime.make_gemv_chain_split) at the 8B and 70B MLP sizes;
+the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
 CUDA-graph replay. The ring path (stream off) is measured too, as the default it would replace.
 
-    python benchmarks/gemv_diagnose.py [--out DIR] [--parts gemv,chain,swiglu]
+    python benchmarks/gemv_diagnose.py [--out DIR] [--parts gemv,chain,split,swiglu]
 
 Writes JSON (device, copy bandwidth, every configuration) after each part, and a plot at the end.
 """
@@ -45,6 +47,14 @@ VARIANTS = {"ring": ("0", "0", True, None), "called+versioned": ("1", "0", True,
             "inlined+versioned-ahead1": ("1", "1", True, 1), "inlined+versioned": ("1", "1", True, None)}
 SWIGLU = [*gemv_streaming.SWIGLU, swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32)]
 FEW = ["ring", "called+versioned", "inlined+versioned"]  # for the chain and the MLP
+# the chain with a barrier between the phases against fine-grained hand-off (runtime.make_gemv_chain_split:
+# (bn_up, bk_up, bn_down, bk_down, chunk)), at the 8B and the 70B MLP sizes (K, N)
+SPLIT_SIZES = {"8B": (4096, 14336), "70B": (8192, 28672)}
+SPLIT_CHAINS = {"barrier up64x128_down16x512": (64, 128, 16, 512, None),
+                "split up64x128_down16x512_ch56": (64, 128, 16, 512, 56),
+                "split up64x128_down32x256_ch56": (64, 128, 32, 256, 56),
+                "split up64x128_down16x512_ch112": (64, 128, 16, 512, 112)}
+SPLIT_VARIANTS = ["inlined+versioned", "inlined+versioned-ahead1"]
 
 def use_variant(name: str) -> None:
     stream, inline, versioned, ahead = VARIANTS[name]
@@ -133,6 +143,42 @@ def part_chain(res, copy_bw, gen):
                           f"({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
 
 
+def part_split(res, copy_bw, gen):
+    out = res["chain_split"] = {"rows": [], "torch_graph_us": {}}
+    for size, (k, n) in SPLIT_SIZES.items():
+        ws = [((torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
+               (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
+        nbytes = 2 * n * k * 2
+        for m in (1, 16):
+            x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
+            h = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+            y = torch.empty(m, k, device="cuda", dtype=torch.bfloat16)
+            ref = torch.nn.functional.silu(x.float() @ ws[0][0].float().T).bfloat16().float() @ ws[0][1].float().T
+            t = B.time_graph([lambda w1=w1, w2=w2: torch.nn.functional.silu(x @ w1.T) @ w2.T for w1, w2 in ws])
+            out["torch_graph_us"][f"{size} M={m}"] = t * 1e6
+            print(f"chain {size} M={m:2d} torch graph {t * 1e6:.1f} us ({nbytes / t / copy_bw:.0%})", flush=True)
+            for variant in SPLIT_VARIANTS:
+                use_variant(variant)
+                for name, (bnu, bku, bnd, bkd, ch) in SPLIT_CHAINS.items():
+                    if ch is None:
+                        mk, extra = runtime.make_gemv_chain(bnu, bku, bnd, bkd), ()
+                    else:
+                        mk = runtime.make_gemv_chain_split(bnu, bku, bnd, bkd, ch)
+                        extra = (runtime.split_workspace(m, k, n, bnu, ch),)
+                    for sched in ("static", "dynamic"):
+                        mk.run(x, *ws[0], h, *extra, y, schedule=sched)
+                        err = float((y.float() - ref).norm() / ref.norm())
+                        t = B.time_graph([lambda w1=w1, w2=w2: mk.run(x, w1, w2, h, *extra, y, sync=False,
+                                                                      schedule=sched) for w1, w2 in ws])
+                        out["rows"].append({"size": size, "K": k, "N": n, "M": m, "variant": variant, "config": name,
+                                            "schedule": sched, "us": t * 1e6, "frac": nbytes / t / copy_bw,
+                                            "rel_err": err})
+                        print(f"chain {size} M={m:2d} {variant:24s} {name:32s} {sched:7s}: {t * 1e6:6.1f} us "
+                              f"({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
+        del ws
+        torch.cuda.empty_cache()
+
+
 def part_swiglu(res, copy_bw, gen):
     k, n = 4096, 14336
     wbytes = 3 * k * n * 2
@@ -161,7 +207,7 @@ def part_swiglu(res, copy_bw, gen):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--parts", default="gemv,chain,swiglu")
+    ap.add_argument("--parts", default="gemv,chain,split,swiglu")
     args = ap.parse_args()
     dev = torch.cuda.get_device_name()
     copy_bw = B.copy_bandwidth()
@@ -171,7 +217,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"gemv-diagnose-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    parts = {"gemv": part_gemv, "chain": part_chain, "swiglu": part_swiglu}
+    parts = {"gemv": part_gemv, "chain": part_chain, "split": part_split, "swiglu": part_swiglu}
     for name in args.parts.split(","):
         parts[name](res, copy_bw, gen)
         path.write_text(json.dumps(res, indent=1))
@@ -186,7 +232,7 @@ def plot(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in ("gemv", "chain", "swiglu_8b") if p in res]
+    panels = [p for p in ("gemv", "chain", "chain_split", "swiglu_8b") if p in res]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, p in zip(axes[0], panels):
         rows = res[p]["rows"]
@@ -196,6 +242,8 @@ def plot(res, path):
             key = lambda r: f"{r['bn']}x{r['bk']}"  # noqa: E731
         elif p == "chain":
             key = lambda r: f"M{r['M']} {r['config'].replace('_', ' ')} {r['schedule']}"  # noqa: E731
+        elif p == "chain_split":
+            key = lambda r: f"{r['size']} M{r['M']} {r['config']} {r['schedule']}"  # noqa: E731
         else:
             key = lambda r: f"M{r['M']} {r['config'].split('_ch')[0]}"  # noqa: E731
         labels = list(dict.fromkeys(key(r) for r in rows))

@@ -14,7 +14,7 @@ import torch
 import evtdsl as evt
 from evtdsl import benchmarking as B
 
-T, M, K, N = evt.dim("T"), evt.dim("M"), evt.dim("K"), evt.dim("N")
+T, M, K, N, Q = evt.dim("T"), evt.dim("M"), evt.dim("K"), evt.dim("N"), evt.dim("Q")
 
 
 @evt.task(grid=(T,))
@@ -72,9 +72,80 @@ def make_gemv_chain(bn_up: int, bk_up: int, bn_down: int, bk_down: int) -> evt.M
     return gemv_chain
 
 
-CHAIN_CONFIGS = {"up64x64_down64x64": (64, 64, 64, 64), "up32x128_down16x256": (32, 128, 16, 256),
-                 "up64x128_down32x128": (64, 128, 32, 128), "up64x128_down16x512": (64, 128, 16, 512),
-                 "up64x256_down16x512": (64, 256, 16, 512), "up32x512_down16x512": (32, 512, 16, 512)}
+def make_gemv_chain_split(bn_up: int, bk_up: int, bn_down: int, bk_down: int, chunk: int) -> evt.Megakernel:
+    """The same chain with fine-grained hand-off: the up tiles of row block i notify the event of their chunk
+    of ``chunk`` tiles (``bn_up * chunk`` columns of h); a down task (i, c, q) waits on chunk q alone and writes
+    a float32 partial of its y tile, and a reduce task sums the partials of a tile. Down tasks start while later
+    up tiles still run, so no SM idles at a barrier between the phases; the partials move
+    ``2 * 4 * M * K * cdiv(N, bn_up * chunk)`` bytes more (about 0.1% at M = 1)."""
+    BQ = bn_up * chunk
+    if BQ % bk_down:
+        raise ValueError(f"bk_down: expected a divisor of bn_up * chunk = {BQ} (a down task reads its chunk of h "
+                         f"alone), got {bk_down}")
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(N, bn_up)))
+    def up(i, j, x: evt.Tensor[M, K, evt.bf16], w1: evt.Tensor[N, K, evt.bf16], h: evt.Tensor[M, N, evt.bf16]):
+        acc = evt.zeros((BM, bn_up), evt.f32)
+        for k in range(0, K, bk_up):
+            acc += evt.dot(evt.load(x, (i * BM, k), (BM, bk_up)), evt.load(w1, (j * bn_up, k), (bn_up, bk_up)).T)
+        evt.store(h, (i * BM, j * bn_up), evt.silu(acc))
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(K, bn_down), evt.cdiv(N, BQ)))
+    def down(i, c, q, h: evt.Tensor[M, N, evt.bf16], w2: evt.Tensor[K, N, evt.bf16], ws: evt.Tensor[Q, M, K, evt.f32]):
+        acc = evt.zeros((BM, bn_down), evt.f32)
+        for n in range(q * BQ, evt.min(N, q * BQ + BQ), bk_down):
+            acc += evt.dot(evt.load(h, (i * BM, n), (BM, bk_down)), evt.load(w2, (c * bn_down, n), (bn_down, bk_down)).T)
+        evt.store(ws, (q, i * BM, c * bn_down), acc)
+
+    @evt.task(grid=(evt.cdiv(M, BM), evt.cdiv(K, bn_down)))
+    def reduce(i, c, ws: evt.Tensor[Q, M, K, evt.f32], y: evt.Tensor[M, K, evt.bf16]):
+        acc = evt.zeros((BM, bn_down), evt.f32)
+        for q in range(Q):
+            acc += evt.load(ws, (q, i * BM, c * bn_down), (BM, bn_down))
+        evt.store(y, (i * BM, c * bn_down), acc)
+
+    @evt.megakernel
+    def gemv_chain_split(x: evt.Tensor[M, K, evt.bf16], w1: evt.Tensor[N, K, evt.bf16],
+                         w2: evt.Tensor[K, N, evt.bf16], h: evt.Tensor[M, N, evt.bf16],
+                         ws: evt.Tensor[evt.cdiv(N, BQ), M, K, evt.f32], y: evt.Tensor[M, K, evt.bf16]):
+        H = evt.EventTensor((evt.cdiv(M, BM), evt.cdiv(N, BQ)),
+                            wait_count=lambda i, q: evt.min(chunk, evt.cdiv(N, bn_up) - q * chunk))
+        R = evt.EventTensor((evt.cdiv(M, BM), evt.cdiv(K, bn_down)), wait_count=evt.cdiv(N, BQ))
+        up(x, w1, h, notify=H[lambda i, j: (i, j // chunk)])
+        down(h, w2, ws, wait=H["icq->iq"], notify=R["icq->ic"])
+        reduce(ws, y, wait=R["ic->ic"])
+
+    return gemv_chain_split
+
+
+def split_workspace(m: int, k: int, n: int, bn_up: int, chunk: int, device="cuda") -> torch.Tensor:
+    """The float32 partials of make_gemv_chain_split."""
+    return torch.empty(-(-n // (bn_up * chunk)), m, k, device=device, dtype=torch.float32)
+
+
+# name: (bn_up, bk_up, bn_down, bk_down, chunk); chunk None is make_gemv_chain (a barrier between the phases),
+# an int make_gemv_chain_split
+CHAIN_CONFIGS = {"up64x128_down16x512": (64, 128, 16, 512, None), "up32x128_down16x256": (32, 128, 16, 256, None),
+                 "up64x256_down16x512": (64, 256, 16, 512, None),
+                 "split up64x128_down16x512 ch56": (64, 128, 16, 512, 56),
+                 "split up64x128_down32x256 ch56": (64, 128, 32, 256, 56),
+                 "split up64x128_down16x512 ch112": (64, 128, 16, 512, 112)}
+# the MLP sizes (K, N) of Llama-3.1-8B and Llama-3.1-70B
+CHAIN_SIZES = {"8B": (4096, 14336), "70B": (8192, 28672)}
+# code generation: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS); "ring" is the default
+CODEGEN = {"ring": ("0", "0"), "streamed+inlined": ("1", "1")}
+
+
+def make_chain(cfg: tuple) -> evt.Megakernel:
+    *tiles, chunk = cfg
+    return make_gemv_chain(*tiles) if chunk is None else make_gemv_chain_split(*tiles, chunk)
+
+
+def chain_args(cfg: tuple, x, w1, w2, h, y) -> tuple:
+    """The arguments of make_chain(cfg): the split chain takes its float32 partials before y."""
+    if cfg[-1] is None:
+        return x, w1, w2, h, y
+    return x, w1, w2, h, split_workspace(x.shape[0], x.shape[1], w1.shape[0], cfg[0], cfg[-1], x.device), y
 
 
 def main():
@@ -124,28 +195,37 @@ def main():
           f"eager {mk_eager * 1e6:.1f} vs {plain_eager * 1e6:.1f} us")
     # memory-bound chain at decode sizes
     res["gemv_chain"] = []
-    k, n = 4096, 14336
     gen = torch.Generator(device="cuda").manual_seed(0)
-    ws = [((torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
-           (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
-    chains = {name: make_gemv_chain(*cfg) for name, cfg in CHAIN_CONFIGS.items()}
-    for m in (1, 4, 16):
-        x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
-        h, y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16), torch.empty(m, k, device="cuda", dtype=torch.bfloat16)
-        ref = torch.nn.functional.silu(x.float() @ ws[0][0].float().T).bfloat16().float() @ ws[0][1].float().T
+    chains = {name: make_chain(cfg) for name, cfg in CHAIN_CONFIGS.items()}
+    for size, (k, n) in CHAIN_SIZES.items():
+        ws = [((torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
+               (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
         nbytes = 2 * n * k * 2
-        t_torch = B.time_graph([lambda w1=w1, w2=w2: torch.nn.functional.silu(x @ w1.T) @ w2.T for w1, w2 in ws])
-        for name, mk in chains.items():
-            mk.run(x, *ws[0], h, y, backend="cuda")
-            err = float((y.float() - ref).norm() / ref.norm())
-            for schedule in ("static", "static_prefetch", "dynamic"):
-                with B.env("EVTDSL_L2_PREFETCH", "1" if schedule == "static_prefetch" else "0"):
-                    t = B.time_graph([run(mk, x, w1, w2, h, y, schedule=schedule.split("_")[0]) for w1, w2 in ws])
-                res["gemv_chain"].append({"M": m, "config": name, "schedule": schedule, "us": t * 1e6, "rel_err": err,
-                                          "frac_copy": nbytes / t / copy_bw, "torch_graph_us": t_torch * 1e6,
-                                          "torch_frac_copy": nbytes / t_torch / copy_bw})
-                print(f"gemv chain M={m:2d} {name:20s} {schedule:7s}: {t * 1e6:7.1f} us, {nbytes / t / copy_bw:4.0%} of "
-                      f"copy (torch graph {t_torch * 1e6:.1f} us, {nbytes / t_torch / copy_bw:.0%}); rel err {err:.1e}")
+        for m in (1, 4, 16):
+            x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
+            h, y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16), torch.empty(m, k, device="cuda", dtype=torch.bfloat16)
+            ref = torch.nn.functional.silu(x.float() @ ws[0][0].float().T).bfloat16().float() @ ws[0][1].float().T
+            t_torch = B.time_graph([lambda w1=w1, w2=w2: torch.nn.functional.silu(x @ w1.T) @ w2.T for w1, w2 in ws])
+            print(f"gemv chain {size} M={m:2d} torch graph {t_torch * 1e6:7.1f} us, {nbytes / t_torch / copy_bw:4.0%} "
+                  "of copy", flush=True)
+            for codegen, (stream, inline) in CODEGEN.items():
+                with B.env("EVTDSL_STREAM_WEIGHTS", stream), B.env("EVTDSL_INLINE_TASKS", inline):
+                    for name, mk in chains.items():
+                        cfg = CHAIN_CONFIGS[name]
+                        mk.run(*chain_args(cfg, x, *ws[0], h, y), backend="cuda")
+                        err = float((y.float() - ref).norm() / ref.norm())
+                        for schedule in ("static", "dynamic"):
+                            t = B.time_graph([run(mk, *chain_args(cfg, x, w1, w2, h, y), schedule=schedule)
+                                              for w1, w2 in ws])
+                            res["gemv_chain"].append({"size": size, "K": k, "N": n, "M": m, "codegen": codegen,
+                                                      "config": name, "schedule": schedule, "us": t * 1e6,
+                                                      "rel_err": err, "frac_copy": nbytes / t / copy_bw,
+                                                      "torch_graph_us": t_torch * 1e6,
+                                                      "torch_frac_copy": nbytes / t_torch / copy_bw})
+                            print(f"gemv chain {size} M={m:2d} {codegen:16s} {name:32s} {schedule:7s}: {t * 1e6:7.1f} us, "
+                                  f"{nbytes / t / copy_bw:4.0%} of copy; rel err {err:.1e}", flush=True)
+        del ws
+        torch.cuda.empty_cache()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"runtime-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -160,19 +240,27 @@ def plot(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     rows = res["gemv_chain"]
-    for name in dict.fromkeys(x["config"] for x in rows):
-        for schedule, style in (("static", "o-"), ("static_prefetch", "^:"), ("dynamic", "s--")):
-            r = [x for x in rows if x["schedule"] == schedule and x["config"] == name]
-            a.plot([x["M"] for x in r], [x["frac_copy"] for x in r], style, label=f"{name} {schedule}")
-    r = [x for x in rows if x["schedule"] == "static" and x["config"] == rows[0]["config"]]
-    a.plot([x["M"] for x in r], [x["torch_frac_copy"] for x in r], "k--", label="torch (CUDA graph)")
-    a.axhline(0.85, color="gray", ls=":", label="target 85%")
-    a.set_xlabel("M")
-    a.set_ylabel("fraction of copy bandwidth")
-    a.set_title("GEMV -> silu -> GEMV, K=4096, N=14336, bf16")
-    a.legend(fontsize="small")
+    sizes = list(dict.fromkeys(x["size"] for x in rows))
+    fig, axes = plt.subplots(1, len(sizes) + 1, figsize=(6 * len(sizes) + 5, 4.5))
+    for a, size in zip(axes, sizes):
+        here = [x for x in rows if x["size"] == size]
+        ms = sorted({x["M"] for x in here})
+        for codegen, style in (("ring", ":"), ("streamed+inlined", "-")):
+            for name in dict.fromkeys(x["config"] for x in here):
+                # the better schedule at each M
+                best = [max((x["frac_copy"] for x in here if x["M"] == m and x["config"] == name
+                             and x["codegen"] == codegen), default=0) for m in ms]
+                a.plot(ms, best, "o" + style, label=f"{codegen} {name}", ms=3)
+        torch_frac = [next(x["torch_frac_copy"] for x in here if x["M"] == m) for m in ms]
+        a.plot(ms, torch_frac, "k--", lw=2, label="torch (CUDA graph)")
+        a.axhline(0.85, color="gray", ls=":", label="target 85%")
+        a.set_xlabel("M")
+        a.set_ylabel("fraction of copy bandwidth (better schedule)")
+        a.set_title(f"GEMV -> silu -> GEMV, {size} MLP: K={here[0]['K']}, N={here[0]['N']}, bf16", fontsize="medium")
+        a.set_ylim(0, 1.05)
+        a.legend(fontsize=5)
+    b = axes[-1]
     labels = [f"{p['schedule']}\n{p['tasks']} tasks" for p in res["per_task"]]
     b.bar(labels, [p["ns_per_task_per_cta"] for p in res["per_task"]], label="per task per CTA")
     for p in res["handoff"]:

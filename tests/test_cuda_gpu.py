@@ -217,6 +217,7 @@ def test_cuda_graph_capture_and_replay():
         assert_close("y", to_host(gpu["y"]), cpu["y"], 2e-3)
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")
 def test_cupy_arrays():
     cupy = pytest.importorskip("cupy")
     from evtdsl.examples import rowsum

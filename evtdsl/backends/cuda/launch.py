@@ -88,6 +88,26 @@ def _as_arg(name: str, a: Any) -> _Arg:
 # working; CuPy's pool otherwise)
 
 
+class _StreamHandle:
+    """A raw CUDA stream handle, offered to CuPy through the CUDA stream protocol."""
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, self.handle)
+
+
+def _cupy_stream(handle: int):
+    """A CuPy stream object for the raw handle: Stream.from_external where CuPy has it (ExternalStream is
+    deprecated there), ExternalStream on older CuPy."""
+    import cupy
+
+    if hasattr(cupy.cuda.Stream, "from_external"):
+        return cupy.cuda.Stream.from_external(_StreamHandle(handle))
+    return cupy.cuda.ExternalStream(handle)
+
+
 class _Memory:
     def __init__(self, kind: str, device: int, stream: int):
         self.kind, self.device, self.stream = kind, device, stream
@@ -100,7 +120,7 @@ class _Memory:
             return t, t.data_ptr()
         import cupy
 
-        with cupy.cuda.Device(self.device), cupy.cuda.ExternalStream(self.stream):
+        with cupy.cuda.Device(self.device), _cupy_stream(self.stream):
             a = cupy.asarray(host)
         return a, a.data.ptr
 
@@ -112,7 +132,7 @@ class _Memory:
             return t, t.data_ptr()
         import cupy
 
-        with cupy.cuda.Device(self.device), cupy.cuda.ExternalStream(self.stream):
+        with cupy.cuda.Device(self.device), _cupy_stream(self.stream):
             a = cupy.empty(n, dtype=np.int32)
         return a, a.data.ptr
 
@@ -133,7 +153,7 @@ class _Memory:
         import cupy
 
         with cupy.cuda.Device(self.device):
-            return cupy.asnumpy(obj, stream=cupy.cuda.ExternalStream(self.stream))
+            return cupy.asnumpy(obj, stream=_cupy_stream(self.stream))
 
 
 def _current_stream(kind: str, device: int) -> int:
