@@ -153,3 +153,21 @@ def test_shipped_profiles_cover_the_benchmark_shapes(tmp_path, monkeypatch):
                 entry = entries[scheduler.key(gpu, k, n, "bf16", m)]
                 # the pick is the measured fastest, so it is never slower than the torch path
                 assert entry["us"][entry["choice"]] <= entry["us"]["torch"]
+
+
+def test_library_importable_from_a_checkout_on_pythonpath(tmp_path):
+    """On a lent GPU machine the repo is only on PYTHONPATH: evtdsl.library must still resolve to library/."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    code = ("import sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+            "for name in [n for n in sys.modules if n.startswith('evtdsl')]: del sys.modules[name]\n"
+            "import evtdsl.library.swiglu as s\n"
+            "print(s.__file__)\n")
+    env = {"PYTHONPATH": str(repo), "PATH": ""}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()) == repo / "library" / "swiglu.py"
