@@ -129,6 +129,7 @@ CHAIN_CONFIGS = {"up64x128_down16x512": (64, 128, 16, 512, None), "up32x128_down
                  "up64x256_down16x512": (64, 256, 16, 512, None),
                  "split up64x128_down16x512 ch56": (64, 128, 16, 512, 56),
                  "split up64x128_down32x256 ch56": (64, 128, 32, 256, 56),
+                 "split up64x128_down32x256 ch28": (64, 128, 32, 256, 28),
                  "split up64x128_down16x512 ch112": (64, 128, 16, 512, 112)}
 # the MLP sizes (K, N) of Llama-3.1-8B and Llama-3.1-70B
 CHAIN_SIZES = {"8B": (4096, 14336), "70B": (8192, 28672)}
