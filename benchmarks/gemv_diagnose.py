@@ -5,6 +5,8 @@ budget, against the best hand-written kernel of gemv_paths.py and torch, in one 
 - ``inlined``: task bodies inlined into the persistent loop (EVTDSL_INLINE_TASKS), one loop version;
 - ``inlined+versioned``: and a streamed loop whose tiles are all in bounds runs a version with vector loads only
   (codegen._STREAM_VERSIONED);
+- ``... 1cta``: registers bounded for one CTA per SM (the launch option ``min_blocks=1``: up to 255 a thread,
+  no spills, twice the pieces in flight per thread) instead of two;
 - ``...-ahead1``: weights one iteration ahead, instead of the distance the code generator picks per loop (about
   eight 16-byte pieces per thread in flight, codegen._STREAM_TARGET_PIECES).
 
@@ -42,11 +44,13 @@ TILES = [(64, 256), (32, 256), (64, 128), (128, 64)]
 CHAINS = {"up64x128_down16x512": (64, 128, 16, 512), "up128x64_down16x512": (128, 64, 16, 512),
           "up64x128_down32x256": (64, 128, 32, 256), "up32x256_down16x512": (32, 256, 16, 512),
           "up16x512_down16x512": (16, 512, 16, 512)}
-# name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default)
-VARIANTS = {"ring": ("0", "0", True, None), "called+versioned": ("1", "0", True, None),
-            "inlined+versioned-ahead1": ("1", "1", True, 1), "inlined+versioned": ("1", "1", True, None)}
+# name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default,
+# the launch option min_blocks: registers bounded for 2 CTAs per SM, or for 1)
+VARIANTS = {"ring": ("0", "0", True, None, 2), "called+versioned": ("1", "0", True, None, 2),
+            "inlined+versioned-ahead1": ("1", "1", True, 1, 2), "inlined+versioned": ("1", "1", True, None, 2),
+            "inlined+versioned 1cta": ("1", "1", True, None, 1)}
 SWIGLU = [*gemv_streaming.SWIGLU, swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32)]
-FEW = ["ring", "called+versioned", "inlined+versioned"]  # for the chain and the MLP
+FEW = ["ring", "called+versioned", "inlined+versioned", "inlined+versioned 1cta"]  # for the chain and the MLP
 # the chain with a barrier between the phases against fine-grained hand-off (runtime.make_gemv_chain_split:
 # (bn_up, bk_up, bn_down, bk_down, chunk)), at the 8B and the 70B MLP sizes (K, N)
 SPLIT_SIZES = {"8B": (4096, 14336), "70B": (8192, 28672)}
@@ -54,10 +58,14 @@ SPLIT_CHAINS = {"barrier up64x128_down16x512": (64, 128, 16, 512, None),
                 "split up64x128_down16x512_ch56": (64, 128, 16, 512, 56),
                 "split up64x128_down32x256_ch56": (64, 128, 32, 256, 56),
                 "split up64x128_down16x512_ch112": (64, 128, 16, 512, 112)}
-SPLIT_VARIANTS = ["inlined+versioned", "inlined+versioned-ahead1"]
+SPLIT_VARIANTS = ["inlined+versioned", "inlined+versioned 1cta"]
+OPTS: dict = {}  # launch options of the current variant
+
+
 
 def use_variant(name: str) -> None:
-    stream, inline, versioned, ahead = VARIANTS[name]
+    stream, inline, versioned, ahead, min_blocks = VARIANTS[name]
+    OPTS["min_blocks"] = min_blocks
     os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
     os.environ["EVTDSL_INLINE_TASKS"] = inline
     # code-generator constants, not in the cache key: each variant has its own cache folder
@@ -106,9 +114,9 @@ def part_gemv(res, copy_bw, gen):
         use_variant(variant)
         for bn, bk in TILES:
             mk = gemv_streaming.make_gemv(bn, bk)
-            mk.run(x, ws[0], y)
+            mk.run(x, ws[0], y, **OPTS)
             err = float((y.float() - ref).norm() / ref.norm())
-            t = B.time_graph([lambda w=w: mk.run(x, w, y, sync=False) for w in ws])
+            t = B.time_graph([lambda w=w: mk.run(x, w, y, sync=False, **OPTS) for w in ws])
             out["rows"].append({"variant": variant, "bn": bn, "bk": bk, "us": t * 1e6, "frac": nbytes / t / copy_bw,
                                 "rel_err": err})
             print(f"GEMV {variant:18s} {bn:3d}x{bk:<3d}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) err {err:.1e}",
@@ -133,10 +141,10 @@ def part_chain(res, copy_bw, gen):
             for name in CHAINS:
                 mk = runtime.make_gemv_chain(*CHAINS[name])
                 for sched in ("static", "dynamic"):
-                    mk.run(x, *ws[0], h, y, schedule=sched)
+                    mk.run(x, *ws[0], h, y, schedule=sched, **OPTS)
                     err = float((y.float() - ref).norm() / ref.norm())
-                    t = B.time_graph([lambda w1=w1, w2=w2: mk.run(x, w1, w2, h, y, sync=False, schedule=sched)
-                                      for w1, w2 in ws])
+                    t = B.time_graph([lambda w1=w1, w2=w2: mk.run(x, w1, w2, h, y, sync=False, schedule=sched,
+                                                                  **OPTS) for w1, w2 in ws])
                     out["rows"].append({"M": m, "variant": variant, "config": name, "schedule": sched,
                                         "us": t * 1e6, "frac": nbytes / t / copy_bw, "rel_err": err})
                     print(f"chain M={m:2d} {variant:18s} {name:20s} {sched:7s}: {t * 1e6:6.1f} us "
@@ -166,10 +174,10 @@ def part_split(res, copy_bw, gen):
                         mk = runtime.make_gemv_chain_split(bnu, bku, bnd, bkd, ch)
                         extra = (runtime.split_workspace(m, k, n, bnu, ch),)
                     for sched in ("static", "dynamic"):
-                        mk.run(x, *ws[0], h, *extra, y, schedule=sched)
+                        mk.run(x, *ws[0], h, *extra, y, schedule=sched, **OPTS)
                         err = float((y.float() - ref).norm() / ref.norm())
                         t = B.time_graph([lambda w1=w1, w2=w2: mk.run(x, w1, w2, h, *extra, y, sync=False,
-                                                                      schedule=sched) for w1, w2 in ws])
+                                                                      schedule=sched, **OPTS) for w1, w2 in ws])
                         out["rows"].append({"size": size, "K": k, "N": n, "M": m, "variant": variant, "config": name,
                                             "schedule": sched, "us": t * 1e6, "frac": nbytes / t / copy_bw,
                                             "rel_err": err})
@@ -195,9 +203,9 @@ def part_swiglu(res, copy_bw, gen):
         for variant in FEW:
             use_variant(variant)
             for cfg in SWIGLU:
-                ym = mlp.run_variant(cfg, x, *wsets[0], r)
+                ym = mlp.run_variant(cfg, x, *wsets[0], r, **OPTS)
                 err = float((ym.float() - ref).norm() / ref.norm())
-                t = B.time_graph([lambda w=w: mlp.run_variant(cfg, x, *w, r, sync=False) for w in wsets])
+                t = B.time_graph([lambda w=w: mlp.run_variant(cfg, x, *w, r, sync=False, **OPTS) for w in wsets])
                 out["rows"].append({"M": m, "variant": variant, "config": cfg.name, "us": t * 1e6,
                                     "frac": wbytes / t / copy_bw, "rel_err": err})
                 print(f"SwiGLU 8B M={m:2d} {variant:18s} {cfg.name:34s}: {t * 1e6:6.1f} us "

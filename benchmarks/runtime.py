@@ -133,8 +133,10 @@ CHAIN_CONFIGS = {"up64x128_down16x512": (64, 128, 16, 512, None), "up32x128_down
                  "split up64x128_down16x512 ch112": (64, 128, 16, 512, 112)}
 # the MLP sizes (K, N) of Llama-3.1-8B and Llama-3.1-70B
 CHAIN_SIZES = {"8B": (4096, 14336), "70B": (8192, 28672)}
-# code generation: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS); "ring" is the default
-CODEGEN = {"ring": ("0", "0"), "streamed+inlined": ("1", "1")}
+# code generation: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, min_blocks); "ring" is the default. min_blocks
+# is the launch option bounding registers for that many CTAs per SM: 2 (128 registers a thread, where the
+# streamed loops spill) or 1 (up to 255 registers, half the warps, twice the pieces in flight per thread)
+CODEGEN = {"ring": ("0", "0", 2), "streamed+inlined": ("1", "1", 2), "streamed+inlined 1 CTA/SM": ("1", "1", 1)}
 
 
 def make_chain(cfg: tuple) -> evt.Megakernel:
@@ -209,21 +211,21 @@ def main():
             t_torch = B.time_graph([lambda w1=w1, w2=w2: torch.nn.functional.silu(x @ w1.T) @ w2.T for w1, w2 in ws])
             print(f"gemv chain {size} M={m:2d} torch graph {t_torch * 1e6:7.1f} us, {nbytes / t_torch / copy_bw:4.0%} "
                   "of copy", flush=True)
-            for codegen, (stream, inline) in CODEGEN.items():
+            for codegen, (stream, inline, min_blocks) in CODEGEN.items():
                 with B.env("EVTDSL_STREAM_WEIGHTS", stream), B.env("EVTDSL_INLINE_TASKS", inline):
                     for name, mk in chains.items():
                         cfg = CHAIN_CONFIGS[name]
-                        mk.run(*chain_args(cfg, x, *ws[0], h, y), backend="cuda")
+                        mk.run(*chain_args(cfg, x, *ws[0], h, y), backend="cuda", min_blocks=min_blocks)
                         err = float((y.float() - ref).norm() / ref.norm())
                         for schedule in ("static", "dynamic"):
-                            t = B.time_graph([run(mk, *chain_args(cfg, x, w1, w2, h, y), schedule=schedule)
-                                              for w1, w2 in ws])
+                            t = B.time_graph([run(mk, *chain_args(cfg, x, w1, w2, h, y), schedule=schedule,
+                                                  min_blocks=min_blocks) for w1, w2 in ws])
                             res["gemv_chain"].append({"size": size, "K": k, "N": n, "M": m, "codegen": codegen,
                                                       "config": name, "schedule": schedule, "us": t * 1e6,
                                                       "rel_err": err, "frac_copy": nbytes / t / copy_bw,
                                                       "torch_graph_us": t_torch * 1e6,
                                                       "torch_frac_copy": nbytes / t_torch / copy_bw})
-                            print(f"gemv chain {size} M={m:2d} {codegen:16s} {name:32s} {schedule:7s}: {t * 1e6:7.1f} us, "
+                            print(f"gemv chain {size} M={m:2d} {codegen:26s} {name:32s} {schedule:7s}: {t * 1e6:7.1f} us, "
                                   f"{nbytes / t / copy_bw:4.0%} of copy; rel err {err:.1e}", flush=True)
         del ws
         torch.cuda.empty_cache()
@@ -247,20 +249,20 @@ def plot(res, path):
     for a, size in zip(axes, sizes):
         here = [x for x in rows if x["size"] == size]
         ms = sorted({x["M"] for x in here})
-        for codegen, style in (("ring", ":"), ("streamed+inlined", "-")):
-            for name in dict.fromkeys(x["config"] for x in here):
-                # the better schedule at each M
-                best = [max((x["frac_copy"] for x in here if x["M"] == m and x["config"] == name
-                             and x["codegen"] == codegen), default=0) for m in ms]
-                a.plot(ms, best, "o" + style, label=f"{codegen} {name}", ms=3)
+        for codegen in dict.fromkeys(x["codegen"] for x in here):
+            # the best configuration and schedule at each M; the label names the best one at the smallest M
+            rows_cg = [x for x in here if x["codegen"] == codegen]
+            best = [max((x for x in rows_cg if x["M"] == m), key=lambda x: x["frac_copy"]) for m in ms]
+            a.plot(ms, [x["frac_copy"] for x in best], "o-", ms=4,
+                   label=f"{codegen} (M={ms[0]}: {best[0]['config']}, {best[0]['schedule']})")
         torch_frac = [next(x["torch_frac_copy"] for x in here if x["M"] == m) for m in ms]
         a.plot(ms, torch_frac, "k--", lw=2, label="torch (CUDA graph)")
         a.axhline(0.85, color="gray", ls=":", label="target 85%")
         a.set_xlabel("M")
-        a.set_ylabel("fraction of copy bandwidth (better schedule)")
+        a.set_ylabel("fraction of copy bandwidth (best configuration)")
         a.set_title(f"GEMV -> silu -> GEMV, {size} MLP: K={here[0]['K']}, N={here[0]['N']}, bf16", fontsize="medium")
         a.set_ylim(0, 1.05)
-        a.legend(fontsize=5)
+        a.legend(fontsize=6)
     b = axes[-1]
     labels = [f"{p['schedule']}\n{p['tasks']} tasks" for p in res["per_task"]]
     b.bar(labels, [p["ns_per_task_per_cta"] for p in res["per_task"]], label="per task per CTA")

@@ -203,6 +203,24 @@ def test_weights_stream_into_registers_only_where_they_may(monkeypatch):
     assert off.key != on.key
 
 
+def test_one_cta_per_sm_streams_further_ahead():
+    """min_blocks=1 bounds the kernel for one CTA per SM (registers up to 255): a streamed loop then keeps
+    twice the pieces per thread in flight; the option is part of the cache key."""
+    import re
+
+    from evtdsl.library import swiglu
+
+    ir = swiglu.megakernel_for(swiglu.Config("two_phase", bm=16, bn=64, bk=128), evt.bf16).ir
+    two = codegen.generate(ir, arch="sm_90a", stream=True, min_blocks=2).text
+    one = codegen.generate(ir, arch="sm_90a", stream=True, min_blocks=1).text
+    assert "__launch_bounds__(256, 2)" in two and "__launch_bounds__(256, 1)" in one
+    # the gate and up tiles (2 x 64 x 128 bf16 a loop, 8 pieces a thread): 1 iteration ahead, 2 at one CTA per SM
+    assert re.findall(r"(\d+) iteration\(s\) ahead", two) == ["1", "1"]
+    assert re.findall(r"(\d+) iteration\(s\) ahead", one) == ["2", "2"]
+    assert compiler.compile_program(ir, arch="sm_90a", min_blocks=1).key != compiler.compile_program(
+        ir, arch="sm_90a", min_blocks=2).key
+
+
 def test_prefetch_knob_is_part_of_the_cache_key(cache_dir, monkeypatch):
     from evtdsl.examples import gemm_chain
 

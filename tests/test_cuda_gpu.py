@@ -113,24 +113,26 @@ def test_zoo_matches_cpu(schedule):
     run_both(zoo, zoo_inputs(100, 250), OUTPUTS, schedule, rtol=1e-3)
 
 
-@pytest.mark.parametrize("inline", ["0", "1"])
+@pytest.mark.parametrize("inline,min_blocks", [("0", 2), ("1", 2), ("1", 1)])
 @pytest.mark.parametrize("schedule", ["static", "dynamic"])
-def test_streamed_dots_match_cpu(schedule, inline, monkeypatch):
+def test_streamed_dots_match_cpu(schedule, inline, min_blocks, monkeypatch):
     """Weights streamed into registers (EVTDSL_STREAM_WEIGHTS): the GEMM chain (A read from global memory) and
     scaled_gemv (A computed, read from shared memory), in whole tiles (the in-bounds loop versions) and with
-    partial ones, task bodies called or inlined."""
+    partial ones, task bodies called or inlined, registers bounded for two CTAs per SM or one (min_blocks; one
+    keeps more iterations in flight)."""
     from test_cuda_kernels import scaled_gemv
 
     monkeypatch.setenv("EVTDSL_STREAM_WEIGHTS", "1")
     monkeypatch.setenv("EVTDSL_INLINE_TASKS", inline)
     run_both(_examples()["gemm_chain"][0], gemm_chain_args(m=7, k=256, n=128, p=64, seed=3), ("g", "h", "y"),
-             schedule, rtol=2e-3)
-    run_both(_examples()["gemm_chain"][0], gemm_chain_args(seed=4), ("g", "h", "y"), schedule, rtol=2e-3)
+             schedule, rtol=2e-3, min_blocks=min_blocks)
+    run_both(_examples()["gemm_chain"][0], gemm_chain_args(seed=4), ("g", "h", "y"), schedule, rtol=2e-3,
+             min_blocks=min_blocks)
     rng = np.random.default_rng(7)
     for m, k, n in ((5, 192, 96), (21, 200, 70)):
         args = {"x": rng.standard_normal((m, k)).astype(BF16), "w": (rng.standard_normal((n, k)) / 8).astype(BF16),
                 "y": np.empty((m, n), np.float32)}
-        run_both(scaled_gemv, args, ("y",), schedule, rtol=2e-3)
+        run_both(scaled_gemv, args, ("y",), schedule, rtol=2e-3, min_blocks=min_blocks)
 
 
 @pytest.mark.parametrize("m", [1, 5, 33])
@@ -253,6 +255,8 @@ def test_argument_errors():
         rowsum.rowsum.run(x, part, y, backend="cuda", workers=100000)
     with pytest.raises(evt.ArgumentError, match="unknown option"):
         rowsum.rowsum.run(x, part, y, backend="cuda", seed=3)
+    with pytest.raises(evt.ArgumentError, match=r"min_blocks .* must be an int in 1..32, got 0"):
+        rowsum.rowsum.run(x, part, y, backend="cuda", min_blocks=0)
 
 
 def test_debug_builds_check_indices_and_counters(monkeypatch):

@@ -1060,7 +1060,12 @@ class TaskGen:
             regs += r
             out[id(w)] = (w, d)
         pieces = regs // 8
-        self.ahead = _STREAM_AHEAD or max(1, min(_STREAM_MAX_AHEAD, _STREAM_TARGET_PIECES // max(pieces, 1)))
+        # the targets hold for two CTAs per SM; a kernel bounded for one (min_blocks=1, up to 255 registers a
+        # thread) has half the warps, so each keeps twice the pieces in flight, one iteration further ahead at most
+        one_cta = self.kg.min_blocks <= 1
+        target = _STREAM_TARGET_PIECES * (2 if one_cta else 1)
+        most = _STREAM_MAX_AHEAD + (1 if one_cta else 0)
+        self.ahead = _STREAM_AHEAD or max(1, min(most, target // max(pieces, 1)))
         self.direct_a = self._direct_a_operands(s, out, cand, uses, var_uses, task_uses, assigns)
         return out
 
