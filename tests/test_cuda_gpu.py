@@ -147,6 +147,22 @@ def test_library_swiglu_matches_cpu(strategy, dtype, m):
              rtol=2e-3)
 
 
+@pytest.mark.parametrize("schedule", ["static", "dynamic"])
+def test_worker_count_follows_the_kernel(schedule):
+    """One program launched as kernels of different occupancy (num_threads here; min_blocks and the code
+    switches do the same): the task tables, cached per shape, are sized for the kernel that runs them. (Reused
+    tables for more CTAs than fit once deadlocked a static schedule.)"""
+    from evtdsl.backends.cuda import launch
+    from evtdsl.examples import rowsum
+
+    args = rowsum_args(400, 300, seed=5)  # 2400 tasks, more than the CTAs that fit
+    for nt in (128, 512, 128):
+        run = run_both(rowsum.rowsum, args, ("y",), schedule, num_threads=nt)
+        device = launch.device_info(0)
+        capacity = launch._load(run.kernel, device).blocks_per_sm * device.num_sms
+        assert run.workers == capacity, (nt, run.workers, capacity)
+
+
 def test_symbolic_sizes_share_one_binary():
     from evtdsl.examples import rowsum
 

@@ -278,7 +278,11 @@ def _tables(program: N.Program, env: dict[str, int], args: dict[str, _Arg], memo
     for n in index_names:
         digest.update(n.encode() + str(index_arrays[n].shape).encode())
         digest.update(np.ascontiguousarray(index_arrays[n]).tobytes())
-    key = (id(program), tuple(sorted(env.items())), digest.hexdigest(), workers, verify_counts, memory.device)
+    # capacity is in the key: the default worker count depends on the kernel (num_threads, min_blocks and the
+    # code-generation switches change how many CTAs fit on an SM), and a static queue per CTA that cannot be
+    # resident would wait forever on queues that never start
+    key = (id(program), tuple(sorted(env.items())), digest.hexdigest(), workers, capacity, verify_counts,
+           memory.device)
     hit = _TABLES.get(key)
     if hit is not None and hit.tables.graph.program is program:
         _TABLES.move_to_end(key)
@@ -472,6 +476,9 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
     memory = _Memory(kind, first.device, stream)
     dev_tables = _tables(program, env, arrays, memory, workers, capacity, verify_counts)
     tables = dev_tables.tables
+    if tables.workers > capacity:  # a persistent kernel needs every CTA resident
+        raise EvtError(f"internal error: task tables for {tables.workers} workers, but {kernel.name} fits "
+                       f"{capacity} CTAs on {device.name}")
     dynamic = schedule == "dynamic"
     state, state_ptr = memory.empty_i32(len(tables.init_state))
     packed = kernel_params(program, {n: (a.ptr, a.shape, a.strides) for n, a in arrays.items()}, scalars, env,
