@@ -155,12 +155,16 @@ def test_worker_count_follows_the_kernel(schedule):
     from evtdsl.backends.cuda import launch
     from evtdsl.examples import rowsum
 
-    args = rowsum_args(400, 300, seed=5)  # 2400 tasks, more than the CTAs that fit
+    args = rowsum_args(6000, 300, seed=5)  # 2250 tasks, more than the CTAs that fit
+    capacities = []
     for nt in (128, 512, 128):
         run = run_both(rowsum.rowsum, args, ("y",), schedule, num_threads=nt)
         device = launch.device_info(0)
         capacity = launch._load(run.kernel, device).blocks_per_sm * device.num_sms
+        assert len(run.graph.instances) > capacity
         assert run.workers == capacity, (nt, run.workers, capacity)
+        capacities.append(capacity)
+    assert capacities[0] != capacities[1], capacities  # the two kernels differ in occupancy
 
 
 def test_symbolic_sizes_share_one_binary():
