@@ -62,7 +62,6 @@ SPLIT_VARIANTS = ["inlined+versioned", "inlined+versioned 1cta"]
 OPTS: dict = {}  # launch options of the current variant
 
 
-
 def use_variant(name: str) -> None:
     stream, inline, versioned, ahead, min_blocks = VARIANTS[name]
     OPTS["min_blocks"] = min_blocks

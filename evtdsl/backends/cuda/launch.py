@@ -232,7 +232,7 @@ def _load(kernel: CompiledKernel, device: _Device) -> _Loaded:
 _KERNELS: "weakref.WeakKeyDictionary[N.Program, dict[tuple, CompiledKernel]]" = weakref.WeakKeyDictionary()
 
 
-def _kernel(program: N.Program, arch: str, num_threads: int, min_blocks: int = 2) -> CompiledKernel:
+def _kernel(program: N.Program, arch: str, num_threads: int, min_blocks: int) -> CompiledKernel:
     """compile_program, remembered per program object so that a launch does not even hash the program."""
     key = (arch, num_threads, knobs.DEBUG.get(), knobs.L2_PREFETCH.get(), knobs.STREAM_WEIGHTS.get(),
            knobs.INLINE_TASKS.get(), min_blocks)
@@ -278,11 +278,11 @@ def _tables(program: N.Program, env: dict[str, int], args: dict[str, _Arg], memo
     for n in index_names:
         digest.update(n.encode() + str(index_arrays[n].shape).encode())
         digest.update(np.ascontiguousarray(index_arrays[n]).tobytes())
-    # capacity is in the key: the default worker count depends on the kernel (num_threads, min_blocks and the
-    # code-generation switches change how many CTAs fit on an SM), and a static queue per CTA that cannot be
-    # resident would wait forever on queues that never start
-    key = (id(program), tuple(sorted(env.items())), digest.hexdigest(), workers, capacity, verify_counts,
-           memory.device)
+    # tables are sized for the workers asked for or, by default, for as many CTAs as this kernel fits: that
+    # depends on the kernel (num_threads, min_blocks and the code switches change how many fit on an SM), and
+    # static queues for CTAs that cannot be resident would wait forever on queues that never start
+    sized_for = workers if workers is not None else ("fit", capacity)
+    key = (id(program), tuple(sorted(env.items())), digest.hexdigest(), sized_for, verify_counts, memory.device)
     hit = _TABLES.get(key)
     if hit is not None and hit.tables.graph.program is program:
         _TABLES.move_to_end(key)
