@@ -8,7 +8,9 @@ budget, against the best hand-written kernel of gemv_paths.py and torch, in one 
 - ``... 1cta``: registers bounded for one CTA per SM (the launch option ``min_blocks=1``: up to 255 a thread,
   no spills, twice the pieces in flight per thread) instead of two;
 - ``...-ahead1``: weights one iteration ahead, instead of the distance the code generator picks per loop (about
-  eight 16-byte pieces per thread in flight, codegen._STREAM_TARGET_PIECES).
+  eight 16-byte pieces per thread in flight, codegen._STREAM_TARGET_PIECES);
+- ``...+L2xN``: the in-bounds loop version also brings the weight tile N iterations beyond the registers'
+  distance into L2 (codegen._STREAM_L2_AHEAD): bytes in flight that cost no registers.
 
 Workloads: the 8B gate/up GEMV ([28672, 4096] bf16, M = 1) per tile shape; the GEMV -> silu -> GEMV chain of
 benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static and dynamic schedules); that chain with a barrier
@@ -16,7 +18,7 @@ between its phases against fine-grained hand-off (runtime.make_gemv_chain_split)
 the 8B SwiGLU MLP (M = 1 and 16). Weights rotate among copies that exceed the L2; every time is a
 CUDA-graph replay. The ring path (stream off) is measured too, as the default it would replace.
 
-    python benchmarks/gemv_diagnose.py [--out DIR] [--parts gemv,chain,split,swiglu]
+    python benchmarks/gemv_diagnose.py [--out DIR] [--parts gemv,chain,split,swiglu] [--variants a,b,...]
 
 Writes JSON (device, copy bandwidth, every configuration) after each part, and a plot at the end.
 """
@@ -40,17 +42,27 @@ from evtdsl import benchmarking as B  # noqa: E402
 from evtdsl.backends.cuda import codegen, launch  # noqa: E402
 from evtdsl.library import mlp, swiglu  # noqa: E402
 
-TILES = [(64, 256), (32, 256), (64, 128), (128, 64)]
+TILES = [(64, 128), (128, 64), (64, 64), (32, 128)]
 CHAINS = {"up64x128_down16x512": (64, 128, 16, 512), "up128x64_down16x512": (128, 64, 16, 512),
           "up64x128_down32x256": (64, 128, 32, 256), "up32x256_down16x512": (32, 256, 16, 512),
           "up16x512_down16x512": (16, 512, 16, 512)}
 # name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default,
-# the launch option min_blocks: registers bounded for 2 CTAs per SM, or for 1)
-VARIANTS = {"ring": ("0", "0", True, None, 2), "called+versioned": ("1", "0", True, None, 2),
-            "inlined+versioned-ahead1": ("1", "1", True, 1, 2), "inlined+versioned": ("1", "1", True, None, 2),
-            "inlined+versioned 1cta": ("1", "1", True, None, 1)}
-SWIGLU = [*gemv_streaming.SWIGLU, swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32)]
-FEW = ["ring", "called+versioned", "inlined+versioned", "inlined+versioned 1cta"]  # for the chain and the MLP
+# the launch option min_blocks: registers bounded for 2 CTAs per SM, or for 1; iterations beyond the registers'
+# distance whose weight tiles the in-bounds loop version brings into L2, codegen._STREAM_L2_AHEAD)
+VARIANTS = {"ring": ("0", "0", True, None, 2, 0), "called+versioned": ("1", "0", True, None, 2, 0),
+            "inlined+versioned-ahead1": ("1", "1", True, 1, 2, 0), "inlined+versioned": ("1", "1", True, None, 2, 0),
+            "inlined+versioned 1cta": ("1", "1", True, None, 1, 0),
+            "inlined+versioned+L2x2": ("1", "1", True, None, 2, 2),
+            "inlined+versioned-ahead1+L2x2": ("1", "1", True, 1, 2, 2),
+            "inlined+versioned-ahead1+L2x4": ("1", "1", True, 1, 2, 4)}
+# the variants each part measures (--variants overrides)
+GEMV_VARIANTS = ["ring", "inlined+versioned", "inlined+versioned+L2x2", "inlined+versioned-ahead1+L2x2",
+                 "inlined+versioned-ahead1+L2x4"]
+SWIGLU = [swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32),
+          swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=128, chunk=32),
+          swiglu.Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64),
+          swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32)]
+FEW = list(GEMV_VARIANTS)  # for the chain and the MLP
 # the chain with a barrier between the phases against fine-grained hand-off (runtime.make_gemv_chain_split:
 # (bn_up, bk_up, bn_down, bk_down, chunk)), at the 8B and the 70B MLP sizes (K, N)
 SPLIT_SIZES = {"8B": (4096, 14336), "70B": (8192, 28672)}
@@ -58,17 +70,17 @@ SPLIT_CHAINS = {"barrier up64x128_down16x512": (64, 128, 16, 512, None),
                 "split up64x128_down16x512_ch56": (64, 128, 16, 512, 56),
                 "split up64x128_down32x256_ch56": (64, 128, 32, 256, 56),
                 "split up64x128_down16x512_ch112": (64, 128, 16, 512, 112)}
-SPLIT_VARIANTS = ["inlined+versioned", "inlined+versioned 1cta"]
+SPLIT_VARIANTS = ["inlined+versioned", "inlined+versioned-ahead1+L2x2"]
 OPTS: dict = {}  # launch options of the current variant
 
 
 def use_variant(name: str) -> None:
-    stream, inline, versioned, ahead, min_blocks = VARIANTS[name]
+    stream, inline, versioned, ahead, min_blocks, l2_ahead = VARIANTS[name]
     OPTS["min_blocks"] = min_blocks
     os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
     os.environ["EVTDSL_INLINE_TASKS"] = inline
     # code-generator constants, not in the cache key: each variant has its own cache folder
-    codegen._STREAM_VERSIONED, codegen._STREAM_AHEAD = versioned, ahead
+    codegen._STREAM_VERSIONED, codegen._STREAM_AHEAD, codegen._STREAM_L2_AHEAD = versioned, ahead, l2_ahead
     os.environ["EVTDSL_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"evtdsl-diag-{name}")
     launch._MODULES.clear()
     swiglu._BUILT.clear()
@@ -109,7 +121,7 @@ def part_gemv(res, copy_bw, gen):
     out["hand_us"] = t * 1e6
     print(f"GEMV hand-written {t * 1e6:.1f} us ({nbytes / t / copy_bw:.0%}), err {err:.1e}", flush=True)
     y = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
-    for variant in VARIANTS:
+    for variant in GEMV_VARIANTS:
         use_variant(variant)
         for bn, bk in TILES:
             mk = gemv_streaming.make_gemv(bn, bk)
@@ -215,7 +227,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--parts", default="gemv,chain,split,swiglu")
+    ap.add_argument("--variants", help="comma-separated names of VARIANTS, for every part")
     args = ap.parse_args()
+    if args.variants:
+        names = args.variants.split(",")
+        unknown = [v for v in names if v not in VARIANTS]
+        if unknown:
+            ap.error(f"--variants: unknown {unknown}; expected names from {list(VARIANTS)}")
+        GEMV_VARIANTS[:], FEW[:], SPLIT_VARIANTS[:] = names, names, names
     dev = torch.cuda.get_device_name()
     copy_bw = B.copy_bandwidth()
     print(f"{dev}: copy {copy_bw / 1e12:.2f} TB/s", flush=True)

@@ -115,13 +115,17 @@ def test_generated_code_uses_the_fast_paths():
     assert ahead == [codegen._STREAM_MAX_AHEAD] * 2
     n = ahead[0] + 1
     assert bf16.count("evt::dot_mma_stream<") == 2 * 2 * n  # 2 loops x 2 versions x n phases
-    # before each loop, `ahead` loads with both paths; in each phase of the general version, both paths; in each
-    # phase of the in-bounds version, the vector path alone
-    assert bf16.count("evt::stream_load_fast<") == 2 * (ahead[0] + 2 * n)
+    # before each loop, `ahead` loads with both paths; in each phase of the general version, both paths; the
+    # in-bounds version computes each lane's pointers once (StreamCursor, GlobalACursor) and each of its
+    # phases adds the k offset to them: vector loads alone, no masks
+    assert bf16.count("evt::stream_load_fast<") == 2 * (ahead[0] + n)
     assert bf16.count("evt::stream_load<") == 2 * (ahead[0] + n)
+    assert bf16.count("evt::StreamCursor<") == 2 and len(re.findall(r"evt_wcur\d+\.load\(", bf16)) == 2 * n
     for coherent in ("false", "true"):  # x is read-only; h is written by act, read at L2
         assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}>") == n
-        assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}, true>") == n
+        assert bf16.count(f"evt::GlobalACursor<__nv_bfloat16, {coherent}>") == 1
+    assert len(re.findall(r"evt_xcur\d+\.at\(", bf16)) == 2 * n
+    assert ".prefetch(" not in bf16 or codegen._STREAM_L2_AHEAD
     assert "cp.async pipeline" not in bf16 and "evt::SharedA<" not in bf16
     f32 = codegen.generate(routing.moe_route.ir, arch="sm_90a").text
     assert "evt::dot_fma<" in f32 and "evt::dot_mma<" not in f32

@@ -79,6 +79,9 @@ _STREAM_TARGET_PIECES = 8
 _STREAM_MAX_AHEAD = 3
 _STREAM_AHEAD: int | None = None
 _STREAM_REGS = 64
+# In the in-bounds version of a streamed loop, each iteration also brings the weight tile this many iterations
+# beyond the registers' distance into L2 (StreamCursor::prefetch): bytes in flight that cost no registers. 0: off.
+_STREAM_L2_AHEAD = 0
 # Whether a loop of streamed weights with no ring gets an in-bounds version (stream_fast_predicate).
 _STREAM_VERSIONED = True
 # Floats per thread that register-resident accumulators of one loop may hold.
@@ -517,6 +520,8 @@ class TaskGen:
         # inside the version of a streamed loop for which every tile lies in bounds (stream_fast_predicate):
         # streamed loads and GlobalA columns emit their vector path only
         self.stream_fast_only = False
+        # in that version: id(load) -> (its cursor, the name of its tile's first column offset); stream_cursors
+        self.cursors: dict[int, tuple[str, str]] = {}
         self.ahead = 1  # iterations ahead the current loop's streamed weights are loaded (stream_candidates)
         self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
         self.written = _stored_params(task.body)
@@ -1110,12 +1115,13 @@ class TaskGen:
         self.e.open("")
         o_r, o_c = self.offsets(t, w.args[1:])
         ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
-        self.e(f"const long long evt_org = {o_r} * {tst}[0] + {o_c} * {tst}[1];")
         shape = f"{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}, {jpw}"
         if self.stream_fast_only:
-            self.e(f"evt::stream_load_fast<{shape}>({regs}, {t.cname}.ptr, evt_org, {tst}[0]);")
+            cur, c0 = self.cursors[id(w)]
+            self.e(f"{cur}.load({regs}, static_cast<int>({o_c} - {c0}));")
             self.e.close()
             return
+        self.e(f"const long long evt_org = {o_r} * {tst}[0] + {o_c} * {tst}[1];")
         # in-bounds rows / columns of the tile, clamped to it
         self.e(f"const int evt_rlo = static_cast<int>(evt::clampll(-{o_r}, 0, {Nn})), "
                f"evt_rhi = static_cast<int>(evt::clampll({ts}[0] - {o_r}, 0, {Nn}));")
@@ -1182,6 +1188,8 @@ class TaskGen:
             self._stream_issue(w, d, names[(phase + self.ahead) % len(names)])
             self.scopes.pop()
             self.e.close()
+            if self.stream_fast_only and _STREAM_L2_AHEAD:
+                self._stream_prefetch(s, w, f"({k} + {(self.ahead + _STREAM_L2_AHEAD) * st})", cmp, hi)
             self.streamed[wid] = (w, d, names[phase])
 
     def register_stream_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str,
@@ -1207,8 +1215,10 @@ class TaskGen:
             state, streamed = self.haz.state(), dict(self.streamed)
             self.e.open(f"if ({fast})")
             self.stream_fast_only = True
+            self.stream_cursors(s, lo, st, cmp, hi, streams)
             self.stream_loop(k, lo, hi, st, cmp, True, iteration)
             self.stream_fast_only = False
+            self.cursors.clear()
             self.e.close("} else {")
             self.e.depth += 1
             self.haz.restore(state)
@@ -1218,6 +1228,49 @@ class TaskGen:
         for w in bufs:
             del self.streamed[w]
         self.smem.sp = sp
+
+    def _stream_prefetch(self, s: N.For, w: N.Op, kk: str, cmp: str, hi: str) -> None:
+        """In the in-bounds version: bring streamed weight w's tile at iteration kk into L2 (when kk is one)."""
+        t = self.tensors[w.args[0].name]
+        cur, c0 = self.cursors[id(w)]
+        self.e.open(f"if ({kk} {cmp} {hi})")
+        self.scopes.append({s.var: Val.scalar(kk, dt.i32)})
+        _, o_c = self.offsets(t, w.args[1:])
+        self.e(f"{cur}.prefetch(static_cast<int>({o_c} - {c0}));")
+        self.scopes.pop()
+        self.e.close()
+
+    def stream_cursors(self, s: N.For, lo: str, st: int, cmp: str, hi: str,
+                       streams: dict[int, tuple[N.Op, N.Op]]) -> None:
+        """In the in-bounds version of a streamed loop: each streamed weight's and GlobalA operand's per-lane
+        pointers at the first iteration (StreamCursor, GlobalACursor), so that an iteration only adds its k
+        offset. Fills self.cursors: id(load) -> (cursor name, name of the tile's first column offset)."""
+        self.scopes.append({s.var: Val.scalar(lo, dt.i32)})
+        for w, d in streams.values():
+            t = self.tensors[w.args[0].name]
+            M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+            o_r, o_c = self.offsets(t, w.args[1:])
+            cur = self.fresh("wcur")
+            self.e(f"const evt::StreamCursor<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}, {jpw}, {ctype(t.type.dtype)}> "
+                   f"{cur}({t.cname}.ptr, {o_r} * {t.cname}.stride[0] + {o_c}, {t.cname}.stride[0]);")
+            self.cursors[id(w)] = (cur, o_c)
+        for x in self.direct_a.values():
+            t = self.tensors[x.args[0].name]
+            M = x.type.shape[0]
+            o_r, o_c = self.offsets(t, x.args[1:])
+            cur = self.fresh("xcur")
+            coherent = "false" if t.readonly else "true"
+            self.e(f"const evt::GlobalACursor<{ctype(t.type.dtype)}, {coherent}> {cur}({t.cname}.ptr, "
+                   f"{o_r} * {t.cname}.stride[0] + {o_c}, {t.cname}.stride[0], "
+                   f"static_cast<int>(evt::clampll(-{o_r}, 0, {M})), "
+                   f"static_cast<int>(evt::clampll({t.cname}.shape[0] - {o_r}, 0, {M})));")
+            self.cursors[id(x)] = (cur, o_c)
+        self.scopes.pop()
+        if _STREAM_L2_AHEAD:
+            # the iterations between the first register load of the loop and its first prefetch
+            for w, _ in streams.values():
+                for a in range(self.ahead + 1, self.ahead + _STREAM_L2_AHEAD):
+                    self._stream_prefetch(s, w, f"({lo} + {a * st})", cmp, hi)
 
     def stream_fast_predicate(self, s: N.For, lo: str, hi: str, st: int,
                               streams: dict[int, tuple[N.Op, N.Op]]) -> str | None:
@@ -1633,6 +1686,11 @@ class TaskGen:
             ts, tst = f"{t.cname}.shape", f"{t.cname}.stride"
             o_r, o_c = self.offsets(t, x.args[1:])
             ga = self.fresh("xa")
+            if self.stream_fast_only:
+                cur, c0 = self.cursors[id(x)]
+                self.e(f"const auto {ga} = {cur}.at(static_cast<int>({o_c} - {c0}));")
+                self.e(f"evt::dot_mma_stream<{shape}>({frag}, {ga}, {regs}, {stage});")
+                return
             coherent = "false" if t.readonly else "true"
             cols = ", true" if self.stream_fast_only else ""
             self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}, {coherent}{cols}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "

@@ -314,6 +314,55 @@ __device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape
   }
 }
 
+// The in-bounds version of a streamed loop (every tile in bounds, cs == 1, 16-byte aligned runs): this lane's
+// pointer to its first piece of each job, computed once before the loop; load(r, koff) reads the tile koff
+// elements further along k. Each piece's address is that pointer plus compile-time multiples of the row step
+// and of 8 * LPR, so an iteration costs no 64-bit multiplies and keeps no per-piece addresses live (spilled
+// addresses or pieces make a load wait at once, and the loop loses its loads in flight).
+template <int M, int N, int K, int NT, int NJ, int KS, int JPW, class T>
+struct StreamCursor {
+  using S = StreamShape<M, N, K, NT, NJ, KS>;
+  using J = typename S::J;
+  const T* p[JPW];
+  long long rstep;  // elements between rows RPI apart
+  __device__ __forceinline__ StreamCursor(const T* W, long long base, long long ld) : rstep(S::RPI * ld) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int jj = 0; jj < JPW; ++jj) {
+      int blk, slice;
+      p[jj] = W;
+      if (J::at(jj, blk, slice))
+        p[jj] = W + (base + ((blk % J::NG) * S::R + S::row(0, lane)) * ld + slice * S::SEG + S::col(0, lane));
+    }
+  }
+  __device__ __forceinline__ void load(uint4 (&r)[JPW][NJ][S::KC], int koff) const {
+#pragma unroll
+    for (int jj = 0; jj < JPW; ++jj) {
+      int blk, slice;
+      if (!J::at(jj, blk, slice)) continue;
+      const T* b = p[jj] + koff;
+#pragma unroll
+      for (int q = 0; q < S::NQ; ++q)
+        r[jj][q / S::KC][q % S::KC] = ld_vec16_ro(b + (q % S::RG) * rstep + (q / S::RG) * (S::LPR * 8));
+    }
+  }
+  // Bring the tile koff elements further along k into L2 (a hint: no register is written, so the bytes in
+  // flight are not bounded by the registers the loop can spare): the lanes at the start of a row issue one
+  // bulk prefetch of this warp's part of that row (SEG elements) for each of the rows they load from.
+  __device__ __forceinline__ void prefetch(int koff) const {
+    const int lane = threadIdx.x % 32;
+    if (lane % S::LPR != 0) return;
+#pragma unroll
+    for (int jj = 0; jj < JPW; ++jj) {
+      int blk, slice;
+      if (!J::at(jj, blk, slice)) continue;
+      const T* b = p[jj] + koff;
+#pragma unroll
+      for (int q = 0; q < S::RG; ++q) prefetch_l2_aligned<S::SEG * static_cast<int>(sizeof(T))>(b + q * rstep);
+    }
+  }
+};
+
 // The A operand of a streamed dot: vec8(m, k) is A[m][k .. k + 7] (k a multiple of 8) as 16 bytes.
 // SharedA: a shared-memory tile, row-major with leading dimension LD (a multiple of 8), 16-byte aligned.
 template <class T, int LD>
@@ -321,6 +370,10 @@ struct SharedA {
   static_assert(LD % 8 == 0, "16-byte rows of A");
   const T* a;
   __device__ __forceinline__ uint4 vec8(int m, int k) const { return ld_shared_vec16(a + m * LD + k); }
+  __device__ __forceinline__ void rows(int g, int k, uint4& lo, uint4& hi) const {
+    lo = vec8(g, k);
+    hi = vec8(g + 8, k);
+  }
 };
 // GlobalA: a tile read straight from global memory (no ring, so the loop needs no CTA barrier): through L1
 // for a read-only tensor, at L2 for one other tasks write (COHERENT); element (m, k) at p[base + m * ld + k * cs];
@@ -340,6 +393,37 @@ struct GlobalA {
     if (fast && k >= clo && k + 8 <= chi) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
     return ld8_masked<T, COHERENT>(q, cs, clo - k, chi - k);
   }
+  __device__ __forceinline__ void rows(int g, int k, uint4& lo, uint4& hi) const {
+    lo = vec8(g, k);
+    hi = vec8(g + 8, k);
+  }
+};
+
+// GlobalA in the in-bounds version of a streamed loop: this lane's rows g and g + 8 of the first iteration's
+// tile and their row masks, computed once before the loop; at(koff) is the tile koff elements further along k.
+template <class T, bool COHERENT>
+struct GlobalACursor {
+  const T* lo;
+  const T* hi;
+  bool lo_ok, hi_ok;
+  __device__ __forceinline__ GlobalACursor(const T* p, long long base, long long ld, int rlo, int rhi) {
+    const int g = (threadIdx.x % 32) >> 2;
+    lo = p + (base + g * ld);
+    hi = lo + 8 * ld;
+    lo_ok = g >= rlo && g < rhi;
+    hi_ok = g + 8 >= rlo && g + 8 < rhi;
+  }
+  struct At {
+    const T* lo;
+    const T* hi;
+    bool lo_ok, hi_ok;
+    // rows g and g + 8 at column k (this lane's g; k a multiple of 8)
+    __device__ __forceinline__ void rows(int, int k, uint4& l, uint4& h) const {
+      l = lo_ok ? (COHERENT ? ld_vec16_cg(lo + k) : ld_vec16_l1(lo + k)) : make_uint4(0u, 0u, 0u, 0u);
+      h = hi_ok ? (COHERENT ? ld_vec16_cg(hi + k) : ld_vec16_l1(hi + k)) : make_uint4(0u, 0u, 0u, 0u);
+    }
+  };
+  __device__ __forceinline__ At at(int koff) const { return At{lo + koff, hi + koff, lo_ok, hi_ok}; }
 };
 
 // acc += A @ W^T for the pieces r holds (stream_load of the same shape); A is SharedA or GlobalA; stage is the
@@ -367,7 +451,8 @@ __device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const A
 #pragma unroll
     for (int c = 0; c < S::KC; ++c) {
       const int col = slice * S::SEG + 32 * c + 8 * t;
-      const uint4 lo = A.vec8(g, col), hi = A.vec8(g + 8, col);
+      uint4 lo, hi;
+      A.rows(g, col, lo, hi);
 #pragma unroll
       for (int j = 0; j < NJ; ++j) {
         const uint4 w = ld_shared_vec16(buf + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
