@@ -9,8 +9,8 @@ budget, against the best hand-written kernel of gemv_paths.py and torch, in one 
   no spills, twice the pieces in flight per thread) instead of two;
 - ``...-ahead1``: weights one iteration ahead, instead of the distance the code generator picks per loop (about
   eight 16-byte pieces per thread in flight, codegen._STREAM_TARGET_PIECES);
-- ``...+L2xN``: the in-bounds loop version also brings the weight tile N iterations beyond the registers'
-  distance into L2 (codegen._STREAM_L2_AHEAD): bytes in flight that cost no registers.
+- ``... 4x128`` / ``3x128``: four (three) CTAs of 128 threads per SM instead of two of 256 (the launch options
+  num_threads and min_blocks), so that a CTA between two tasks leaves more of the SM's warps streaming.
 
 Workloads: the 8B gate/up GEMV ([28672, 4096] bf16, M = 1) per tile shape; the GEMV -> silu -> GEMV chain of
 benchmarks/runtime.py at the 8B MLP size (M = 1 and 16, static and dynamic schedules); that chain with a barrier
@@ -38,26 +38,26 @@ import gemv_paths  # noqa: E402
 import gemv_streaming  # noqa: E402
 import runtime  # noqa: E402
 
+import evtdsl as evt  # noqa: E402
 from evtdsl import benchmarking as B  # noqa: E402
 from evtdsl.backends.cuda import codegen, launch  # noqa: E402
 from evtdsl.library import mlp, swiglu  # noqa: E402
 
-TILES = [(64, 128), (128, 64), (64, 64), (32, 128)]
+TILES = [(64, 128), (128, 64), (64, 64), (64, 256), (32, 256)]
 CHAINS = {"up64x128_down16x512": (64, 128, 16, 512), "up128x64_down16x512": (128, 64, 16, 512),
           "up64x128_down32x256": (64, 128, 32, 256), "up32x256_down16x512": (32, 256, 16, 512),
           "up16x512_down16x512": (16, 512, 16, 512)}
 # name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default,
-# the launch option min_blocks: registers bounded for 2 CTAs per SM, or for 1; iterations beyond the registers'
-# distance whose weight tiles the in-bounds loop version brings into L2, codegen._STREAM_L2_AHEAD)
-VARIANTS = {"ring": ("0", "0", True, None, 2, 0), "called+versioned": ("1", "0", True, None, 2, 0),
-            "inlined+versioned-ahead1": ("1", "1", True, 1, 2, 0), "inlined+versioned": ("1", "1", True, None, 2, 0),
-            "inlined+versioned 1cta": ("1", "1", True, None, 1, 0),
-            "inlined+versioned+L2x2": ("1", "1", True, None, 2, 2),
-            "inlined+versioned-ahead1+L2x2": ("1", "1", True, 1, 2, 2),
-            "inlined+versioned-ahead1+L2x4": ("1", "1", True, 1, 2, 4)}
+# the launch options min_blocks (registers bounded for that many CTAs per SM) and num_threads); "4x128" is four
+# CTAs of 128 threads per SM instead of two of 256: the same warps, but a CTA between tasks (tables, pipeline
+# fill, notify) leaves three others streaming instead of one
+VARIANTS = {"ring": ("0", "0", True, None, 2, 256), "called+versioned": ("1", "0", True, None, 2, 256),
+            "inlined+versioned-ahead1": ("1", "1", True, 1, 2, 256), "inlined+versioned": ("1", "1", True, None, 2, 256),
+            "inlined+versioned 1cta": ("1", "1", True, None, 1, 256),
+            "ring 4x128": ("0", "0", True, None, 4, 128), "inlined+versioned 4x128": ("1", "1", True, None, 4, 128),
+            "ring 3x128": ("0", "0", True, None, 3, 128), "inlined+versioned 3x128": ("1", "1", True, None, 3, 128)}
 # the variants each part measures (--variants overrides)
-GEMV_VARIANTS = ["ring", "inlined+versioned", "inlined+versioned+L2x2", "inlined+versioned-ahead1+L2x2",
-                 "inlined+versioned-ahead1+L2x4"]
+GEMV_VARIANTS = ["ring", "inlined+versioned", "inlined+versioned-ahead1", "called+versioned"]
 SWIGLU = [swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32),
           swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=128, chunk=32),
           swiglu.Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64),
@@ -70,17 +70,17 @@ SPLIT_CHAINS = {"barrier up64x128_down16x512": (64, 128, 16, 512, None),
                 "split up64x128_down16x512_ch56": (64, 128, 16, 512, 56),
                 "split up64x128_down32x256_ch56": (64, 128, 32, 256, 56),
                 "split up64x128_down16x512_ch112": (64, 128, 16, 512, 112)}
-SPLIT_VARIANTS = ["inlined+versioned", "inlined+versioned-ahead1+L2x2"]
+SPLIT_VARIANTS = ["inlined+versioned", "ring 4x128"]
 OPTS: dict = {}  # launch options of the current variant
 
 
 def use_variant(name: str) -> None:
-    stream, inline, versioned, ahead, min_blocks, l2_ahead = VARIANTS[name]
-    OPTS["min_blocks"] = min_blocks
+    stream, inline, versioned, ahead, min_blocks, num_threads = VARIANTS[name]
+    OPTS["min_blocks"], OPTS["num_threads"] = min_blocks, num_threads
     os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
     os.environ["EVTDSL_INLINE_TASKS"] = inline
     # code-generator constants, not in the cache key: each variant has its own cache folder
-    codegen._STREAM_VERSIONED, codegen._STREAM_AHEAD, codegen._STREAM_L2_AHEAD = versioned, ahead, l2_ahead
+    codegen._STREAM_VERSIONED, codegen._STREAM_AHEAD = versioned, ahead
     os.environ["EVTDSL_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"evtdsl-diag-{name}")
     launch._MODULES.clear()
     swiglu._BUILT.clear()
@@ -125,13 +125,80 @@ def part_gemv(res, copy_bw, gen):
         use_variant(variant)
         for bn, bk in TILES:
             mk = gemv_streaming.make_gemv(bn, bk)
-            mk.run(x, ws[0], y, **OPTS)
-            err = float((y.float() - ref).norm() / ref.norm())
-            t = B.time_graph([lambda w=w: mk.run(x, w, y, sync=False, **OPTS) for w in ws])
-            out["rows"].append({"variant": variant, "bn": bn, "bk": bk, "us": t * 1e6, "frac": nbytes / t / copy_bw,
-                                "rel_err": err})
-            print(f"GEMV {variant:18s} {bn:3d}x{bk:<3d}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) err {err:.1e}",
-                  flush=True)
+            for sched in ("static", "dynamic"):
+                y.fill_(float("nan"))
+                mk.run(x, ws[0], y, schedule=sched, **OPTS)
+                err = float((y.float() - ref).norm() / ref.norm())
+                t = B.time_graph([lambda w=w: mk.run(x, w, y, sync=False, schedule=sched, **OPTS) for w in ws])
+                out["rows"].append({"variant": variant, "bn": bn, "bk": bk, "schedule": sched, "us": t * 1e6,
+                                    "frac": nbytes / t / copy_bw, "rel_err": err})
+                print(f"GEMV {variant:24s} {bn:3d}x{bk:<3d} {sched:7s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) "
+                      f"err {err:.1e}", flush=True)
+
+
+def make_gemv_tiles(bn: int, bk: int, tasks: int):
+    """The GEMV of make_gemv with one task per CTA: task p computes the tiles p, p + tasks, ... of bn rows of W
+    in turn, so the runtime's per-task costs (tables, waits, notifies, the persistent loop) are paid once per
+    CTA; what remains is the tile loop itself, as in the hand-written kernel. M <= 16."""
+    M, K, N = gemv_streaming.M, gemv_streaming.K, gemv_streaming.N
+
+    @evt.task(grid=(tasks,))
+    def gemv_p(p, x: evt.Tensor[M, K, evt.bf16], w: evt.Tensor[N, K, evt.bf16], y: evt.Tensor[M, N, evt.bf16]):
+        for jt in range(p, evt.cdiv(N, bn), tasks):
+            acc = evt.zeros((16, bn), evt.f32)
+            for k in range(0, K, bk):
+                acc += evt.dot(evt.load(x, (0, k), (16, bk)), evt.load(w, (jt * bn, k), (bn, bk)).T)
+            evt.store(y, (0, jt * bn), acc)
+
+    @evt.megakernel
+    def gemv_tiles(x: evt.Tensor[M, K, evt.bf16], w: evt.Tensor[N, K, evt.bf16], y: evt.Tensor[M, N, evt.bf16]):
+        gemv_p(x, w, y)
+
+    return gemv_tiles
+
+
+def part_isolate(res, copy_bw, gen):
+    """Where the DSL GEMV loses against the hand-written kernel: the hand-written kernel timed both ways
+    (back-to-back launches, as part_gemv, and CUDA-graph replays, as every DSL time), and the DSL GEMV with one
+    task per CTA (make_gemv_tiles) against one task per tile."""
+    k, n = 4096, 28672
+    x = torch.randn(1, k, device="cuda", generator=gen).bfloat16()
+    ws = [(torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16() for _ in range(3)]
+    ref = x.float() @ ws[0].float().T
+    nbytes = n * k * 2
+    out = res["isolate"] = {"N": n, "K": k, "rows": []}
+    mod, fn, smem, per_sm, _ = gemv_paths.build(1, 2, 128, 2)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    tiles = n // (8 * 2 * 4)
+    grid = min(tiles, sms * per_sm)
+    yf = torch.empty(1, n, device="cuda", dtype=torch.float32)
+
+    def go(w):  # on torch's current stream, so that a CUDA-graph capture records it
+        stream = launch._cupy_stream(torch.cuda.current_stream().cuda_stream)
+        fn((grid,), (256,), (np.uint64(w.data_ptr()), np.uint64(x.data_ptr()), np.uint64(yf.data_ptr()),
+                             np.int32(n), np.int32(k), np.int32(1), np.int32(tiles)), shared_mem=smem, stream=stream)
+
+    def row(name, t, err):
+        out["rows"].append({"variant": name, "us": t * 1e6, "frac": nbytes / t / copy_bw, "rel_err": err})
+        print(f"isolate {name:44s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
+
+    go(ws[0])
+    torch.cuda.synchronize()
+    err = float((yf - ref).norm() / ref.norm())
+    row("hand-written, launches", B.time_callable(lambda: [go(ws[i % 3]) for i in range(30)], repeats=7) / 30, err)
+    row("hand-written, graph", B.time_graph([lambda w=w: go(w) for w in ws]), err)
+    y = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
+    for variant in ("ring", "inlined+versioned"):
+        use_variant(variant)
+        for bn, bk in ((64, 128), (128, 64), (64, 256)):
+            for per_cta in (False, True):
+                mk = make_gemv_tiles(bn, bk, grid) if per_cta else gemv_streaming.make_gemv(bn, bk)
+                y.fill_(float("nan"))
+                mk.run(x, ws[0], y, **OPTS)
+                err = float((y.float() - ref).norm() / ref.norm())
+                t = B.time_graph([lambda w=w: mk.run(x, w, y, sync=False, **OPTS) for w in ws])
+                row(f"{variant} {bn}x{bk} {'one task per CTA' if per_cta else 'one task per tile'}", t, err)
+    del mod
 
 
 def part_chain(res, copy_bw, gen):
@@ -243,7 +310,8 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"gemv-diagnose-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    parts = {"gemv": part_gemv, "chain": part_chain, "split": part_split, "swiglu": part_swiglu}
+    parts = {"gemv": part_gemv, "isolate": part_isolate, "chain": part_chain, "split": part_split,
+             "swiglu": part_swiglu}
     for name in args.parts.split(","):
         parts[name](res, copy_bw, gen)
         path.write_text(json.dumps(res, indent=1))
@@ -258,14 +326,20 @@ def plot(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in ("gemv", "chain", "chain_split", "swiglu_8b") if p in res]
+    panels = [p for p in ("gemv", "isolate", "chain", "chain_split", "swiglu_8b") if p in res]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, p in zip(axes[0], panels):
         rows = res[p]["rows"]
+        if p == "isolate":
+            ax.bar(range(len(rows)), [r["frac"] for r in rows])
+            ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=60, fontsize=6, ha="right")
+            ax.set_ylim(0, 1.05)
+            ax.set_title(p, fontsize="medium")
+            continue
         names = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
         width = 0.8 / len(names)
         if p == "gemv":
-            key = lambda r: f"{r['bn']}x{r['bk']}"  # noqa: E731
+            key = lambda r: f"{r['bn']}x{r['bk']} {r.get('schedule', 'static')}"  # noqa: E731
         elif p == "chain":
             key = lambda r: f"M{r['M']} {r['config'].replace('_', ' ')} {r['schedule']}"  # noqa: E731
         elif p == "chain_split":

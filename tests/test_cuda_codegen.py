@@ -102,22 +102,25 @@ def test_generated_code_uses_the_fast_paths():
     ring = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_90a").text
     assert ring.count("evt::dot_mma<") + ring.count("evt::dot_mma_regs<") == 2
     assert re.search(r"cp\.async pipeline: 2 load\(s\), [3-6] stages", ring) and "stream_load" not in ring
-    # with stream, both GEMMs (16-row blocks, register accumulators) stream their weights into registers: one
-    # load before each loop, and the loop unrolled by two, each half loading the next iteration's weights into
-    # the buffer the other half reads; x and h are read straight from global memory (h, which act writes, at
-    # L2), so neither loop has a ring. Each loop has two versions: one for when every tile is in bounds (vector
-    # loads only, x's columns unchecked) and the general one
+    # with stream, both GEMMs (16-row blocks, register accumulators) stream their weights into registers: the
+    # first `ahead` iterations' pieces loaded before each loop, into as many register buffers, and the loop
+    # unrolled by as many; each phase first stages its buffer in shared memory (fragment order) and then loads
+    # the pieces of `ahead` iterations later into it; x and h are read straight from global memory (h, which act
+    # writes, at L2), so neither loop has a ring. Each loop has two versions: one for when every tile is in
+    # bounds (vector loads only, x's columns unchecked) and the general one
     bf16 = codegen.generate(gemm_chain.mlp_chain.ir, arch="sm_90a", stream=True).text
     assert bf16.count("const bool evt_allfast") == 2
     # each warp's pieces of a 16-row tile are few (two 16-byte pieces per thread and iteration), so both loops
-    # load them as far ahead as the code generator goes, and are unrolled by one more
-    ahead = [int(a) for a in re.findall(r"(\d) iteration\(s\) ahead", bf16)]
+    # load them as far ahead as the code generator goes
+    ahead = [int(a) for a in re.findall(r"(\d) iteration\(s\) ahead, in \d register buffer", bf16)]
     assert ahead == [codegen._STREAM_MAX_AHEAD] * 2
-    n = ahead[0] + 1
-    assert bf16.count("evt::dot_mma_stream<") == 2 * 2 * n  # 2 loops x 2 versions x n phases
-    # before each loop, `ahead` loads with both paths; in each phase of the general version, both paths; the
-    # in-bounds version computes each lane's pointers once (StreamCursor, GlobalACursor) and each of its
-    # phases adds the k offset to them: vector loads alone, no masks
+    assert re.findall(r"iteration\(s\) ahead, in (\d) register buffer", bf16) == [str(ahead[0])] * 2
+    n = ahead[0]
+    assert bf16.count("evt::stream_stage<") == 2 * 2 * n  # 2 loops x 2 versions x n phases
+    assert bf16.count("evt::dot_mma_staged<") == 2 * 2 * n
+    # the stage comes before the load that reuses its registers, in every phase
+    for phase in re.findall(r"evt::stream_stage<[^;]*;(.*?)evt::dot_mma_staged<", bf16, re.S):
+        assert "stream_load" in phase or "_wcur" in phase
     assert bf16.count("evt::stream_load_fast<") == 2 * (ahead[0] + n)
     assert bf16.count("evt::stream_load<") == 2 * (ahead[0] + n)
     assert bf16.count("evt::StreamCursor<") == 2 and len(re.findall(r"evt_wcur\d+\.load\(", bf16)) == 2 * n
@@ -125,7 +128,6 @@ def test_generated_code_uses_the_fast_paths():
         assert bf16.count(f"evt::GlobalA<__nv_bfloat16, {coherent}>") == n
         assert bf16.count(f"evt::GlobalACursor<__nv_bfloat16, {coherent}>") == 1
     assert len(re.findall(r"evt_xcur\d+\.at\(", bf16)) == 2 * n
-    assert ".prefetch(" not in bf16 or codegen._STREAM_L2_AHEAD
     assert "cp.async pipeline" not in bf16 and "evt::SharedA<" not in bf16
     f32 = codegen.generate(routing.moe_route.ir, arch="sm_90a").text
     assert "evt::dot_fma<" in f32 and "evt::dot_mma<" not in f32

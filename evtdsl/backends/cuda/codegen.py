@@ -72,16 +72,13 @@ _INFLIGHT_BYTES = 40 * 1024
 _MAX_STAGES = 6
 # Weights streamed into registers: the 16-byte pieces per thread a loop aims to keep in flight (8: 4 KB per warp,
 # what the fastest hand-written GEMV of benchmarks/gemv_paths.py keeps), the most iterations ahead it loads them
-# (the loop is unrolled by one more), and the registers per thread the buffers of one loop may hold at one
-# iteration ahead. _STREAM_AHEAD: None picks the distance per loop, from its pieces per iteration; an int
-# forces it (benchmarks).
+# (one register buffer per iteration ahead; the loop is unrolled by as many), and the registers per thread one
+# buffer of the loop's streamed weights may take. _STREAM_AHEAD: None picks the distance per loop, from its
+# pieces per iteration; an int forces it (benchmarks).
 _STREAM_TARGET_PIECES = 8
 _STREAM_MAX_AHEAD = 3
 _STREAM_AHEAD: int | None = None
-_STREAM_REGS = 64
-# In the in-bounds version of a streamed loop, each iteration also brings the weight tile this many iterations
-# beyond the registers' distance into L2 (StreamCursor::prefetch): bytes in flight that cost no registers. 0: off.
-_STREAM_L2_AHEAD = 0
+_STREAM_REGS = 32
 # Whether a loop of streamed weights with no ring gets an in-bounds version (stream_fast_predicate).
 _STREAM_VERSIONED = True
 # Floats per thread that register-resident accumulators of one loop may hold.
@@ -509,10 +506,9 @@ class TaskGen:
         self.scopes: list[dict[str, Val]] = [{}]
         self.tensors: dict[str, _TensorParam] = {}
         self.pipelined: dict[int, Buffer] = {}
-        # weights streamed into registers: id(load) -> (the load, its dot, the register array the current
-        # iteration's dot reads)
+        # weights streamed into registers: id(load) -> (the load, its dot, the transposition buffer the dot
+        # reads the staged pieces from)
         self.streamed: dict[int, tuple[N.Op, N.Op, str]] = {}
-        self.stream_stage: str | None = None  # the current loop's transposition buffer for streamed weights
         # A operands of the current loop's streamed dots read from global memory: id(load) -> load, and the
         # loop-local names bound to them
         self.direct_a: dict[int, N.Op] = {}
@@ -967,10 +963,10 @@ class TaskGen:
     def stream_loop(self, k: str, lo: str, hi: str, st: int, cmp: str, streaming: bool,
                     iteration: Callable[[str, int], None]) -> None:
         """The loop over k, its body emitted by ``iteration(k expression, phase)``. With weights streamed into
-        registers it is unrolled by the number of register buffers, self.ahead + 1: phase p computes from
-        buffer p while the buffer phase p - 1 read receives the weights self.ahead iterations ahead, so
-        no register copy waits for a load in flight."""
-        n = self.ahead + 1 if streaming else 1
+        registers it is unrolled by the number of register buffers, self.ahead: phase p stages buffer p for its
+        dots and reloads it with the weights self.ahead iterations ahead, so no register copy waits for a load
+        in flight."""
+        n = self.ahead if streaming else 1
         self.e.open(f"for (int {k} = {lo}; {k} {cmp} {hi}; {k} += {n * st})")
         iteration(k, 0)
         for p in range(1, n):
@@ -1059,12 +1055,12 @@ class TaskGen:
             if (not t.readonly or t.type.ndim != 2 or M != 16 or K % 32 or w.attr("other", 0) != 0
                     or w.type.shape != (Nn, K) or _moves_leading_dims(w, s.var)):
                 continue
-            r = 2 * jpw * nj * (K // ks // 32) * 4
+            r = jpw * nj * (K // ks // 32) * 4  # one register buffer
             if regs + r > _STREAM_REGS:
                 continue
             regs += r
             out[id(w)] = (w, d)
-        pieces = regs // 8
+        pieces = regs // 4
         # the targets hold for two CTAs per SM; a kernel bounded for one (min_blocks=1, up to 255 registers a
         # thread) has half the warps, so each keeps twice the pieces in flight, one iteration further ahead at most
         one_cta = self.kg.min_blocks <= 1
@@ -1136,9 +1132,9 @@ class TaskGen:
         self.e.close()
 
     def _stream_stage_elems(self, d: N.Op) -> int:
-        """Elements of one warp's transposition buffer for streamed dot d (StreamShape::WARP_ELEMS)."""
+        """Elements of one warp's transposition buffer for streamed dot d (JPW * StreamShape::WARP_ELEMS)."""
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
-        return 8 * nj * (-(-(K // ks) * 2 // 128) * 128 + 64) // 2
+        return jpw * 8 * nj * (-(-(K // ks) * 2 // 128) * 128 + 64) // 2
 
     def _stream_decl(self, d: N.Op, name: str) -> None:
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
@@ -1146,23 +1142,22 @@ class TaskGen:
 
     def stream_prologue(self, s: N.For, lo: str, cmp: str, hi: str, st: int,
                         streams: dict[int, tuple[N.Op, N.Op]]) -> dict[int, tuple[str, ...]]:
-        """Declare each streamed load's register buffers and load the first self.ahead iterations' pieces
-        into buffers 0, 1, ...; id(load) -> its buffers."""
+        """Declare each streamed load's register buffers (self.ahead of them) and transposition buffer, and load
+        the first self.ahead iterations' pieces into buffers 0, 1, ...; id(load) -> its buffers."""
         bufs: dict[int, tuple[str, ...]] = {}
-        if streams:
-            # one transposition buffer per warp, shared by the loop's streamed dots (a warp runs them in turn)
-            elems = max(self._stream_stage_elems(d) for _, d in streams.values())
-            w0 = next(iter(streams.values()))[0]
-            self.stream_stage = self.alloc((elems * (self.nt // 32),), w0.type.dtype, "wstage").ptr
         for wid, (w, d) in streams.items():
-            names = tuple(self.fresh("wregs") for _ in range(self.ahead + 1))
+            names = tuple(self.fresh("wregs") for _ in range(self.ahead))
             t = self.tensors[w.args[0].name]
-            self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into registers on consecutive "
-                   f"bytes, {self.ahead} iteration(s) ahead, in {len(names)} register buffers; each warp puts "
-                   "its pieces in fragment order through its part of the transposition buffer")
             M, Nn, K, nj, ks, jpw = self._stream_shape(d)
-            self.e(f"static_assert(evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::WARP_ELEMS <= {elems}, "
-                   "\"transposition buffer\");")
+            # its own transposition buffer: every streamed dot of the body is staged before the body runs
+            elems = self._stream_stage_elems(d)
+            stage = self.alloc((elems * (self.nt // 32),), w.type.dtype, "wstage").ptr
+            self.e(f"// `{t.name}` tile {'x'.join(map(str, w.type.shape))}: streamed into registers on consecutive "
+                   f"bytes, {self.ahead} iteration(s) ahead, in {len(names)} register buffer(s); each iteration "
+                   "first puts its pieces in fragment order through the warp's part of the transposition buffer, "
+                   "then loads the pieces of iteration k + ahead into the registers they left")
+            self.e(f"static_assert({jpw} * evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::WARP_ELEMS <= "
+                   f"{elems}, \"transposition buffer\");")
             for b in names:
                 self._stream_decl(d, b)
             for a in range(self.ahead):
@@ -1173,24 +1168,23 @@ class TaskGen:
                 self.scopes.pop()
                 self.e.close()
             bufs[wid] = names
-            self.streamed[wid] = (w, d, names[0])
+            self.streamed[wid] = (w, d, f"reinterpret_cast<{ctype(w.type.dtype)}*>({stage})")
         return bufs
 
     def stream_ahead(self, s: N.For, k: str, st: int, cmp: str, hi: str, bufs: dict[int, tuple[str, ...]],
                      phase: int) -> None:
-        """Iteration k (``phase`` of the unrolled loop): load the pieces of iteration k + self.ahead into the
-        buffer the previous phase read; the dot reads buffer ``phase``."""
+        """Iteration k (``phase`` of the loop unrolled by self.ahead): stage buffer ``phase`` (the pieces of
+        iteration k) for the dot, then load the pieces of iteration k + self.ahead into it."""
         for wid, names in bufs.items():
-            w, d, _ = self.streamed[wid]
+            w, d, stage = self.streamed[wid]
+            M, Nn, K, nj, ks, jpw = self._stream_shape(d)
+            self.e(f"evt::stream_stage<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}, {jpw}>({names[phase]}, {stage});")
             ahead = f"({k} + {self.ahead * st})"
             self.e.open(f"if ({ahead} {cmp} {hi})")
             self.scopes.append({s.var: Val.scalar(ahead, dt.i32)})
-            self._stream_issue(w, d, names[(phase + self.ahead) % len(names)])
+            self._stream_issue(w, d, names[phase])
             self.scopes.pop()
             self.e.close()
-            if self.stream_fast_only and _STREAM_L2_AHEAD:
-                self._stream_prefetch(s, w, f"({k} + {(self.ahead + _STREAM_L2_AHEAD) * st})", cmp, hi)
-            self.streamed[wid] = (w, d, names[phase])
 
     def register_stream_loop(self, s: N.For, k: str, lo: str, hi: str, st: int, cmp: str,
                              streams: dict[int, tuple[N.Op, N.Op]]) -> None:
@@ -1215,7 +1209,7 @@ class TaskGen:
             state, streamed = self.haz.state(), dict(self.streamed)
             self.e.open(f"if ({fast})")
             self.stream_fast_only = True
-            self.stream_cursors(s, lo, st, cmp, hi, streams)
+            self.stream_cursors(s, lo, streams)
             self.stream_loop(k, lo, hi, st, cmp, True, iteration)
             self.stream_fast_only = False
             self.cursors.clear()
@@ -1229,19 +1223,7 @@ class TaskGen:
             del self.streamed[w]
         self.smem.sp = sp
 
-    def _stream_prefetch(self, s: N.For, w: N.Op, kk: str, cmp: str, hi: str) -> None:
-        """In the in-bounds version: bring streamed weight w's tile at iteration kk into L2 (when kk is one)."""
-        t = self.tensors[w.args[0].name]
-        cur, c0 = self.cursors[id(w)]
-        self.e.open(f"if ({kk} {cmp} {hi})")
-        self.scopes.append({s.var: Val.scalar(kk, dt.i32)})
-        _, o_c = self.offsets(t, w.args[1:])
-        self.e(f"{cur}.prefetch(static_cast<int>({o_c} - {c0}));")
-        self.scopes.pop()
-        self.e.close()
-
-    def stream_cursors(self, s: N.For, lo: str, st: int, cmp: str, hi: str,
-                       streams: dict[int, tuple[N.Op, N.Op]]) -> None:
+    def stream_cursors(self, s: N.For, lo: str, streams: dict[int, tuple[N.Op, N.Op]]) -> None:
         """In the in-bounds version of a streamed loop: each streamed weight's and GlobalA operand's per-lane
         pointers at the first iteration (StreamCursor, GlobalACursor), so that an iteration only adds its k
         offset. Fills self.cursors: id(load) -> (cursor name, name of the tile's first column offset)."""
@@ -1266,11 +1248,6 @@ class TaskGen:
                    f"static_cast<int>(evt::clampll({t.cname}.shape[0] - {o_r}, 0, {M})));")
             self.cursors[id(x)] = (cur, o_c)
         self.scopes.pop()
-        if _STREAM_L2_AHEAD:
-            # the iterations between the first register load of the loop and its first prefetch
-            for w, _ in streams.values():
-                for a in range(self.ahead + 1, self.ahead + _STREAM_L2_AHEAD):
-                    self._stream_prefetch(s, w, f"({lo} + {a * st})", cmp, hi)
 
     def stream_fast_predicate(self, s: N.For, lo: str, hi: str, st: int,
                               streams: dict[int, tuple[N.Op, N.Op]]) -> str | None:
@@ -1658,9 +1635,9 @@ class TaskGen:
 
     def dot_into_registers(self, d: N.Op) -> None:
         frag, _, nj, ks = self.reg_accs[id(d)]
-        regs = next((r for _, sd, r in self.streamed.values() if sd is d), None)
-        if regs is not None:
-            self.dot_streamed(d, frag, regs)
+        stage = next((st for _, sd, st in self.streamed.values() if sd is d), None)
+        if stage is not None:
+            self.dot_streamed(d, frag, stage)
             return
         (a, a_t), (b, b_t) = self.dot_operand(d.args[0]), self.dot_operand(d.args[1])
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
@@ -1673,12 +1650,12 @@ class TaskGen:
         self.e(f"evt::dot_mma_regs<{M}, {Nn}, {K}, {self.nt}, {ctype(a.dtype)}, {str(a_kc).lower()}, {a_ld}, "
                f"{str(b_kc).lower()}, {b_ld}, {nj}, {ks}>({frag}, {a.ptr}, {b.ptr});")
 
-    def dot_streamed(self, d: N.Op, frag: str, regs: str) -> None:
-        """acc += a @ w^T with w's pieces in registers; a is read from global memory (GlobalA) or from shared
-        memory, k contiguous (copied into such a tile first when it is not)."""
+    def dot_streamed(self, d: N.Op, frag: str, stage: str) -> None:
+        """acc += a @ w^T with w's pieces staged (stream_stage, at the top of the iteration) in ``stage``; a is
+        read from global memory (GlobalA) or from shared memory, k contiguous (copied into such a tile first
+        when it is not)."""
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
         shape = f"{M}, {Nn}, {K}, {self.nt}, {ctype(d.args[0].type.dtype)}, {nj}, {ks}, {jpw}"
-        stage = f"reinterpret_cast<{ctype(d.args[0].type.dtype)}*>({self.stream_stage})"
         x = d.args[0]
         x = self.direct_names.get(x.name) if isinstance(x, N.Var) else self.direct_a.get(id(x))
         if x is not None:
@@ -1689,7 +1666,7 @@ class TaskGen:
             if self.stream_fast_only:
                 cur, c0 = self.cursors[id(x)]
                 self.e(f"const auto {ga} = {cur}.at(static_cast<int>({o_c} - {c0}));")
-                self.e(f"evt::dot_mma_stream<{shape}>({frag}, {ga}, {regs}, {stage});")
+                self.e(f"evt::dot_mma_staged<{shape}>({frag}, {ga}, {stage});")
                 return
             coherent = "false" if t.readonly else "true"
             cols = ", true" if self.stream_fast_only else ""
@@ -1699,7 +1676,7 @@ class TaskGen:
                    f"static_cast<int>(evt::clampll({ts}[1] - {o_c}, 0, {K})), {tst}[1] == 1 && ({tst}[0] * "
                    f"{t.type.dtype.itemsize}) % 16 == 0 && (({o_r} * {tst}[0] + {o_c}) & 7) == 0 && "
                    f"evt::aligned16({t.cname}.ptr)}};")
-            self.e(f"evt::dot_mma_stream<{shape}>({frag}, {ga}, {regs}, {stage});")
+            self.e(f"evt::dot_mma_staged<{shape}>({frag}, {ga}, {stage});")
             return
         a, a_t = self.dot_operand(d.args[0])
         a_rs, a_cs = (a.strides[1], a.strides[0]) if a_t else a.strides
@@ -1710,8 +1687,7 @@ class TaskGen:
             a = self.materialize_val(v)
             a_rs = a.strides[0]
         self.haz.op((a.region,), ())
-        self.e(f"evt::dot_mma_stream<{shape}>({frag}, evt::SharedA<{ctype(a.dtype)}, {a_rs}>{{{a.ptr}}}, {regs}, "
-               f"{stage});")
+        self.e(f"evt::dot_mma_staged<{shape}>({frag}, evt::SharedA<{ctype(a.dtype)}, {a_rs}>{{{a.ptr}}}, {stage});")
 
     # -- reductions ------------------------------------------------------------------------------
     def reduce(self, dst: Buffer, op: N.Op) -> None:

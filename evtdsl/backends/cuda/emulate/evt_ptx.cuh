@@ -75,13 +75,6 @@ inline void prefetch_l2(const void* p, long long bytes) {
   evt_emu::prefetched.push_back({a, b - a});
 }
 
-template <int BYTES>
-inline void prefetch_l2_aligned(const void* p) {
-  static_assert(BYTES > 0 && BYTES % 16 == 0, "whole 16-byte units");
-  if (reinterpret_cast<std::uintptr_t>(p) % 16) throw std::runtime_error("prefetch_l2_aligned: unaligned address");
-  prefetch_l2(p, BYTES);
-}
-
 // ldmatrix: lane 8j + r gives the address of row r of 8x8 matrix j; lane l receives, for each matrix, the
 // two b16 elements (l / 4, 2 (l % 4) + h) of the matrix, or of its transpose with .trans.
 template <int COUNT>

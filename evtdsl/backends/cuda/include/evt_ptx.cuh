@@ -97,18 +97,6 @@ __device__ __forceinline__ void prefetch_l2(const void* p, long long bytes) {
 #endif
 }
 
-// [p, p + BYTES) for p 16-byte aligned and BYTES a multiple of 16 known at compile time: one instruction (sm_90
-// and later), no address arithmetic.
-template <int BYTES>
-__device__ __forceinline__ void prefetch_l2_aligned(const void* p) {
-  static_assert(BYTES > 0 && BYTES % 16 == 0, "whole 16-byte units");
-#if __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "n"(BYTES) : "memory");
-#else
-  for (int x = 0; x < BYTES; x += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(static_cast<const char*>(p) + x));
-#endif
-}
-
 // -- tensor cores --------------------------------------------------------------------------------------
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {

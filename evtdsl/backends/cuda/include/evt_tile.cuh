@@ -211,9 +211,9 @@ __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* 
 // For a register-resident accumulator whose B operand is a read-only weight tile W[N][K] (k contiguous),
 // as in a GEMV at decode sizes: each warp loads exactly the part of W its own mma jobs (MmaJobs, as
 // dot_mma_regs) consume, with 16-byte non-coherent loads on consecutive bytes (a warp instruction reads 512
-// contiguous bytes of one row, or 256 of two, ...), into registers an iteration ahead of their use. At the
-// dot, each warp passes its pieces through its own shared-memory buffer (only __syncwarp, no CTA barrier) to
-// get them in mma-fragment order. Consecutive bytes per instruction are what lets HBM deliver its copy
+// contiguous bytes of one row, or 256 of two, ...), into registers iterations ahead of their use. Before the
+// dot, each warp passes its pieces through its own shared-memory buffer (stream_stage: only __syncwarp, no CTA
+// barrier) to get them in mma-fragment order, and the registers take the next load at once. Consecutive bytes per instruction are what lets HBM deliver its copy
 // bandwidth (benchmarks/gemv_paths.py: 98% at M = 1 on H200, against 78-92% when each instruction reads
 // eight rows in the fragment pattern). k is permuted inside each 32-wide chunk so that one 16-byte piece feeds
 // two k16 steps: lane (g, t) takes W[n0 + 8j + g][kc + 8t .. kc + 8t + 7] from the buffer, and step s in
@@ -346,21 +346,6 @@ struct StreamCursor {
         r[jj][q / S::KC][q % S::KC] = ld_vec16_ro(b + (q % S::RG) * rstep + (q / S::RG) * (S::LPR * 8));
     }
   }
-  // Bring the tile koff elements further along k into L2 (a hint: no register is written, so the bytes in
-  // flight are not bounded by the registers the loop can spare): the lanes at the start of a row issue one
-  // bulk prefetch of this warp's part of that row (SEG elements) for each of the rows they load from.
-  __device__ __forceinline__ void prefetch(int koff) const {
-    const int lane = threadIdx.x % 32;
-    if (lane % S::LPR != 0) return;
-#pragma unroll
-    for (int jj = 0; jj < JPW; ++jj) {
-      int blk, slice;
-      if (!J::at(jj, blk, slice)) continue;
-      const T* b = p[jj] + koff;
-#pragma unroll
-      for (int q = 0; q < S::RG; ++q) prefetch_l2_aligned<S::SEG * static_cast<int>(sizeof(T))>(b + q * rstep);
-    }
-  }
 };
 
 // The A operand of a streamed dot: vec8(m, k) is A[m][k .. k + 7] (k a multiple of 8) as 16 bytes.
@@ -426,28 +411,42 @@ struct GlobalACursor {
   __device__ __forceinline__ At at(int koff) const { return At{lo + koff, hi + koff, lo_ok, hi_ok}; }
 };
 
-// acc += A @ W^T for the pieces r holds (stream_load of the same shape); A is SharedA or GlobalA; stage is the
-// CTA's transposition buffer, StreamShape::WARP_ELEMS elements per warp, 16-byte aligned.
-template <int M, int N, int K, int NT, class T, int NJ, int KS, int JPW, class AT>
-__device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const AT& A,
-                                               const uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC],
-                                               T* stage) {
+// Put the pieces r holds (stream_load of the same shape) in fragment order: each warp writes them to its part of
+// `stage` (JPW * StreamShape::WARP_ELEMS elements per warp, 16-byte aligned), only __syncwarp around (the first:
+// the warp is done reading what its part held before). After it, r is free: the loop loads the pieces of a later
+// iteration into the same registers while the dot reads the stage, so a loop keeps one register buffer per
+// iteration in flight and none for the iteration it computes.
+template <int M, int N, int K, int NT, int NJ, int KS, int JPW, class T>
+__device__ __forceinline__ void stream_stage(const uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC], T* stage) {
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
   const int lane = threadIdx.x % 32;
-  const int g = lane >> 2, t = lane & 3;
-  T* buf = stage + (threadIdx.x / 32) * S::WARP_ELEMS;
+  T* buf = stage + (threadIdx.x / 32) * (JPW * S::WARP_ELEMS);
+  __syncwarp();
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
     if (!J::at(jj, blk, slice)) continue;
-    // consecutive pieces in, fragment pieces out, through this warp's buffer (the first barrier: the warp is done
-    // reading what the buffer held before)
-    __syncwarp();
 #pragma unroll
     for (int q = 0; q < S::NQ; ++q)
-      st_shared_vec16(buf + S::row(q, lane) * S::PITCH + S::col(q, lane), r[jj][q / S::KC][q % S::KC]);
-    __syncwarp();
+      st_shared_vec16(buf + jj * S::WARP_ELEMS + S::row(q, lane) * S::PITCH + S::col(q, lane),
+                      r[jj][q / S::KC][q % S::KC]);
+  }
+  __syncwarp();
+}
+
+// acc += A @ W^T for the pieces stream_stage put in `stage`; A is SharedA, GlobalA or GlobalACursor::At.
+template <int M, int N, int K, int NT, class T, int NJ, int KS, int JPW, class AT>
+__device__ __forceinline__ void dot_mma_staged(float (&acc)[JPW][NJ][4], const AT& A, const T* stage) {
+  using S = StreamShape<M, N, K, NT, NJ, KS>;
+  using J = typename S::J;
+  const int lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const T* buf = stage + (threadIdx.x / 32) * (JPW * S::WARP_ELEMS);
+#pragma unroll
+  for (int jj = 0; jj < JPW; ++jj) {
+    int blk, slice;
+    if (!J::at(jj, blk, slice)) continue;
 #pragma unroll
     for (int c = 0; c < S::KC; ++c) {
       const int col = slice * S::SEG + 32 * c + 8 * t;
@@ -455,7 +454,7 @@ __device__ __forceinline__ void dot_mma_stream(float (&acc)[JPW][NJ][4], const A
       A.rows(g, col, lo, hi);
 #pragma unroll
       for (int j = 0; j < NJ; ++j) {
-        const uint4 w = ld_shared_vec16(buf + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
+        const uint4 w = ld_shared_vec16(buf + jj * S::WARP_ELEMS + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
           const unsigned a[4] = {s ? lo.z : lo.x, s ? hi.z : hi.x, s ? lo.w : lo.y, s ? hi.w : hi.y};
