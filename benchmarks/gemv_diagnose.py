@@ -290,6 +290,75 @@ def part_swiglu(res, copy_bw, gen):
                       f"({wbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
 
 
+PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32),
+                 swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32),
+                 swiglu.Config("two_phase", bm=16, bn=128, bk=64, bc=128, chunk=16)]
+
+
+def phase_kernels(cfg: swiglu.Config):
+    """Each phase of the two_phase SwiGLU alone: the gate/up tiles (x -> h), and the down tiles with their
+    reduction (h -> y, no waits on gate/up)."""
+    gate_up, down, reduce2 = swiglu.two_phase_tasks(cfg, evt.bf16)
+    M, K, N, bf16 = swiglu.M, swiglu.K, swiglu.N, evt.bf16
+    BQ = cfg.bn * cfg.chunk
+
+    @evt.megakernel
+    def gate_up_only(x: evt.Tensor[M, K, bf16], w_gu: evt.Tensor[2 * N, K, bf16], h: evt.Tensor[M, N, bf16]):
+        gate_up(x, w_gu, h)
+
+    @evt.megakernel
+    def down_only(h: evt.Tensor[M, N, bf16], w_d: evt.Tensor[K, N, bf16], ws: evt.Tensor[evt.cdiv(N, BQ), M, K, evt.f32],
+                  res: evt.Tensor[M, K, bf16], y: evt.Tensor[M, K, bf16]):
+        R = evt.EventTensor((evt.cdiv(M, cfg.bm), evt.cdiv(K, cfg.bc)), wait_count=evt.cdiv(N, BQ))
+        down(h, w_d, ws, notify=R["icq->ic"])
+        reduce2(ws, res, y, wait=R["ic->ic"])
+
+    return gate_up_only, down_only
+
+
+def part_phases(res, copy_bw, gen):
+    """The 8B SwiGLU at M = 1: the whole two_phase megakernel (static and dynamic schedules) against each of
+    its phases alone, so that what the hand-off between the phases costs shows."""
+    k, n, m = 4096, 14336, 1
+    wsets = [((torch.randn(2 * n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
+              (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
+    x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
+    r = torch.zeros_like(x)
+    ref = mlp.torch_swiglu(x, *wsets[0]).float()
+    out = res["phases"] = {"rows": []}
+
+    def row(variant, cfg, what, nbytes, t, err):
+        out["rows"].append({"variant": variant, "config": cfg.name, "part": what, "us": t * 1e6,
+                            "frac": nbytes / t / copy_bw, "rel_err": err})
+        print(f"phases {variant:18s} {cfg.name:36s} {what:18s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) "
+              f"err {err:.1e}", flush=True)
+
+    for variant in ("ring", "inlined+versioned"):
+        use_variant(variant)
+        for cfg in PHASE_CONFIGS:
+            for sched in ("static", "dynamic"):
+                ym = mlp.run_variant(cfg, x, *wsets[0], r, schedule=sched, **OPTS)
+                err = float((ym.float() - ref).norm() / ref.norm())
+                t = B.time_graph([lambda w=w: mlp.run_variant(cfg, x, *w, r, sync=False, schedule=sched, **OPTS)
+                                  for w in wsets])
+                row(variant, cfg, f"whole {sched}", 3 * k * n * 2, t, err)
+            gu, dn = phase_kernels(cfg)
+            h = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+            gu.run(x, wsets[0][0], h, **OPTS)
+            g, u = (x.float() @ wsets[0][0].float().T).split(n, dim=1)
+            href = (torch.nn.functional.silu(g.bfloat16()) * u.bfloat16()).float()
+            err = float((h.float() - href).norm() / href.norm())
+            t = B.time_graph([lambda w=w: gu.run(x, w[0], h, sync=False, **OPTS) for w in wsets])
+            row(variant, cfg, "gate/up alone", 2 * k * n * 2, t, err)
+            ws = torch.empty(-(-n // (cfg.bn * cfg.chunk)), m, k, device="cuda", dtype=torch.float32)
+            y = torch.empty_like(x)
+            dn.run(h, wsets[0][1], ws, r, y, **OPTS)
+            yref = h.float() @ wsets[0][1].float().T
+            err = float((y.float() - yref).norm() / yref.norm())
+            t = B.time_graph([lambda w=w: dn.run(h, w[1], ws, r, y, sync=False, **OPTS) for w in wsets])
+            row(variant, cfg, "down alone", k * n * 2, t, err)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -311,7 +380,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"gemv-diagnose-{time.strftime('%Y%m%d-%H%M%S')}.json"
     parts = {"gemv": part_gemv, "isolate": part_isolate, "chain": part_chain, "split": part_split,
-             "swiglu": part_swiglu}
+             "swiglu": part_swiglu, "phases": part_phases}
     for name in args.parts.split(","):
         parts[name](res, copy_bw, gen)
         path.write_text(json.dumps(res, indent=1))
@@ -326,13 +395,15 @@ def plot(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in ("gemv", "isolate", "chain", "chain_split", "swiglu_8b") if p in res]
+    panels = [p for p in ("gemv", "isolate", "chain", "chain_split", "swiglu_8b", "phases") if p in res]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, p in zip(axes[0], panels):
         rows = res[p]["rows"]
-        if p == "isolate":
+        if p in ("isolate", "phases"):
+            label = (lambda r: r["variant"]) if p == "isolate" else (  # noqa: E731
+                lambda r: f"{r['variant']} {r['config'].split('_ch')[0]} {r['part']}")
             ax.bar(range(len(rows)), [r["frac"] for r in rows])
-            ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=60, fontsize=6, ha="right")
+            ax.set_xticks(range(len(rows)), [label(r) for r in rows], rotation=60, fontsize=6, ha="right")
             ax.set_ylim(0, 1.05)
             ax.set_title(p, fontsize="medium")
             continue

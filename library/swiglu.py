@@ -96,7 +96,9 @@ def _fused(cfg: Config, dtype):
     return swiglu_fused
 
 
-def _two_phase(cfg: Config, dtype):
+def two_phase_tasks(cfg: Config, dtype):
+    """The tasks of the two_phase strategy, ``(gate_up, down, reduce2)``: the megakernel below wires them with
+    events; benchmarks run each phase alone."""
     BM, BN, BK, BC, CH = cfg.bm, cfg.bn, cfg.bk, cfg.bc, cfg.chunk
     BQ = BN * CH  # intermediate columns per chunk event
 
@@ -117,7 +119,13 @@ def _two_phase(cfg: Config, dtype):
             acc += evt.dot(evt.load(h, (i * BM, n), (BM, BK)), evt.load(w_d, (c * BC, n), (BC, BK)).T)
         evt.store(ws, (q, i * BM, c * BC), acc)
 
-    reduce2 = _reduce(cfg, dtype, NQ)
+    return gate_up, down, _reduce(cfg, dtype, NQ)
+
+
+def _two_phase(cfg: Config, dtype):
+    BN, CH = cfg.bn, cfg.chunk
+    BQ = BN * CH
+    gate_up, down, reduce2 = two_phase_tasks(cfg, dtype)
 
     @evt.megakernel
     def swiglu_two_phase(x: evt.Tensor[M, K, dtype], w_gu: evt.Tensor[2 * N, K, dtype],
