@@ -95,15 +95,23 @@ class FusedSwiGLU(nn.Module):
         return run_variant(choice, x2, self.w_gate_up, self.w_down, res).reshape(*lead, self.hidden)
 
 
+def codegen_options(cfg: swiglu.Config) -> dict:
+    """The launch options of cfg's code generation on the GPU (none where the knobs decide)."""
+    return {"stream": True, "inline_tasks": True} if cfg.stream else {}
+
+
 def run_variant(cfg: swiglu.Config, x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
                 residual: torch.Tensor, **options) -> torch.Tensor:
-    """One DSL variant on 2-d x: allocates the workspaces and the output, launches the megakernel."""
+    """One DSL variant on 2-d x: allocates the workspaces and the output, launches the megakernel (on the GPU
+    with cfg's code generation, unless ``options`` say otherwise)."""
     m, k = x.shape
     n = w_down.shape[1]
     mk = swiglu.megakernel_for(cfg, _DTYPES[x.dtype])
     ws = [torch.empty(shape, dtype=torch.float32 if d == "f32" else x.dtype, device=x.device)
           for shape, d in swiglu.workspace_shapes(cfg, m, k, n)]
     y = torch.empty_like(x)
+    if x.is_cuda:
+        options = {**codegen_options(cfg), **options}
     mk.run(x, w_gate_up, w_down, *ws, residual, y, **options)
     return y
 

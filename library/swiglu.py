@@ -15,6 +15,7 @@ writes a partial ``y`` for chunk ``q``; ``reduce2(i, c)`` sums the ``cdiv(N, BN 
 Down tiles start as soon as their chunk of h is done. Bytes moved: the weights once, ``h`` written once
 and read ``cdiv(K, BC)`` times from L2, plus ``2 * n_chunks * M * K * 4`` of workspace.
 """
+import dataclasses
 from dataclasses import dataclass
 
 import evtdsl as evt
@@ -25,7 +26,10 @@ M, K, N, N2, NJ, NQ = (evt.dim(n) for n in ("M", "K", "N", "N2", "NJ", "NQ"))
 @dataclass(frozen=True)
 class Config:
     """A tile configuration: rows per task ``bm``, intermediate columns per task ``bn``, hidden columns per
-    reduction task ``bc``, and for two_phase the ``chunk`` of gate/up tiles per event."""
+    reduction task ``bc``, for two_phase the ``chunk`` of gate/up tiles per event, and the code generation on
+    the GPU: ``stream=1`` streams the weights of the decode-size loops into registers, task bodies inlined
+    (the launch options ``stream`` and ``inline_tasks``), ``0`` leaves it to the knobs (the cp.async ring by
+    default)."""
 
     strategy: str
     bm: int = 16
@@ -33,6 +37,7 @@ class Config:
     bk: int = 64
     bc: int = 256
     chunk: int = 8
+    stream: int = 0
 
     def __post_init__(self):
         if self.strategy not in ("fused", "two_phase"):
@@ -41,6 +46,8 @@ class Config:
             value = getattr(self, field)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Config.{field}: expected a positive int, got {value!r}")
+        if self.stream not in (0, 1) or isinstance(self.stream, bool):
+            raise ValueError(f"Config.stream: expected 0 or 1, got {self.stream!r}")
         if self.strategy == "two_phase" and (self.bn * self.chunk) % self.bk:
             # a down task's k loop steps by bk over one chunk of bn * chunk columns of h; a step that
             # crosses the chunk's end would read columns whose event it does not wait on
@@ -50,6 +57,7 @@ class Config:
     @property
     def name(self) -> str:
         extra = f"_ch{self.chunk}" if self.strategy == "two_phase" else ""
+        extra += "_stream" if self.stream else ""
         return f"{self.strategy}_bm{self.bm}_bn{self.bn}_bk{self.bk}_bc{self.bc}{extra}"
 
 
@@ -123,7 +131,7 @@ def two_phase_tasks(cfg: Config, dtype):
 
 
 def _two_phase(cfg: Config, dtype):
-    BN, CH = cfg.bn, cfg.chunk
+    BM, BN, BC, CH = cfg.bm, cfg.bn, cfg.bc, cfg.chunk
     BQ = BN * CH
     gate_up, down, reduce2 = two_phase_tasks(cfg, dtype)
 
@@ -153,7 +161,8 @@ def megakernel_for(cfg: Config, dtype) -> evt.Megakernel:
     the workspaces. A zero residual gives the plain MLP."""
     if dtype not in (evt.bf16, evt.f16):
         raise TypeError(f"SwiGLU runs in bf16 or f16, got {dtype}")
-    key = (cfg, dtype.name)
+    # the code generation (cfg.stream) is a launch option: the same megakernel serves both
+    key = (dataclasses.replace(cfg, stream=0), dtype.name)
     if key not in _BUILT:
         build = {"fused": _fused, "two_phase": _two_phase}[cfg.strategy]  # Config checked the strategy
         _BUILT[key] = build(cfg, dtype)
@@ -171,4 +180,6 @@ def evtdsl_megakernels() -> dict[str, evt.Megakernel]:
     """Every variant the scheduler may pick, for ``evtdsl build evtdsl.library.swiglu``."""
     from .scheduler import DEFAULT_CONFIGS
 
-    return {f"{c.name}_{d.name}": megakernel_for(c, d) for c in DEFAULT_CONFIGS for d in (evt.bf16, evt.f16)}
+    # a streamed config shares its megakernel with the plain one (the code generation is a launch option)
+    plain = dict.fromkeys(dataclasses.replace(c, stream=0) for c in DEFAULT_CONFIGS)
+    return {f"{c.name}_{d.name}": megakernel_for(c, d) for c in plain for d in (evt.bf16, evt.f16)}

@@ -136,15 +136,16 @@ def test_streamed_dots_match_cpu(schedule, inline, min_blocks, monkeypatch):
 
 
 @pytest.mark.parametrize("m", [1, 5, 33])
-@pytest.mark.parametrize("strategy,dtype", [("fused", "bf16"), ("two_phase", "f16"), ("two_phase", "bf16")])
-def test_library_swiglu_matches_cpu(strategy, dtype, m):
-    from evtdsl.library import swiglu
+@pytest.mark.parametrize("strategy,dtype,stream", [("fused", "bf16", 0), ("two_phase", "f16", 0),
+                                                   ("two_phase", "bf16", 0), ("two_phase", "bf16", 1)])
+def test_library_swiglu_matches_cpu(strategy, dtype, stream, m):
+    from evtdsl.library import mlp, swiglu
     from test_cuda_emulate import swiglu_inputs
 
-    cfg = swiglu.Config(strategy, chunk=2)
+    cfg = swiglu.Config(strategy, chunk=2, stream=stream)
     d = getattr(evt, dtype)
     run_both(swiglu.megakernel_for(cfg, d), swiglu_inputs(cfg, d, m=m, k=200, n=330), ("y",), "dynamic",
-             rtol=2e-3)
+             rtol=2e-3, **mlp.codegen_options(cfg))
 
 
 @pytest.mark.parametrize("schedule", ["static", "dynamic"])
@@ -277,6 +278,21 @@ def test_argument_errors():
         rowsum.rowsum.run(x, part, y, backend="cuda", seed=3)
     with pytest.raises(evt.ArgumentError, match=r"min_blocks .* must be an int in 1..32, got 0"):
         rowsum.rowsum.run(x, part, y, backend="cuda", min_blocks=0)
+    with pytest.raises(evt.ArgumentError, match=r"stream .* must be a bool or None, got 'yes'"):
+        rowsum.rowsum.run(x, part, y, backend="cuda", stream="yes")
+
+
+def test_code_switches_as_launch_options(monkeypatch):
+    """stream / inline_tasks as launch options: the kernel is built with them whatever the knobs say, and
+    computes the same as the CPU backend."""
+    monkeypatch.setenv("EVTDSL_STREAM_WEIGHTS", "0")
+    monkeypatch.setenv("EVTDSL_INLINE_TASKS", "0")
+    mk = _examples()["gemm_chain"][0]
+    streamed = run_both(mk, gemm_chain_args(seed=5), ("g", "h", "y"), "static", rtol=2e-3, stream=True,
+                        inline_tasks=True)
+    plain = run_both(mk, gemm_chain_args(seed=5), ("g", "h", "y"), "static", rtol=2e-3)
+    assert "evt::stream_stage<" in streamed.kernel.path.with_suffix(".cu").read_text()
+    assert "stream_stage" not in plain.kernel.path.with_suffix(".cu").read_text()
 
 
 def test_debug_builds_check_indices_and_counters(monkeypatch):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
+import evtdsl as evt  # noqa: E402
 from evtdsl.library import mlp, scheduler, swiglu  # noqa: E402
 
 
@@ -63,6 +64,8 @@ def test_random_shapes(m, k, n, strategy, dtype, seed):
     (dict(strategy="fused", bn=64.0), r"Config.bn: expected a positive int, got 64.0"),
     (dict(strategy="two_phase", bn=64, chunk=1, bk=128), r"Config.bk: .*64 \* 1 = 64.*got bk=128"),
     (dict(strategy="two_phase", bn=64, chunk=3, bk=128), r"Config.bk: .*= 192.*got bk=128"),
+    (dict(strategy="two_phase", stream=2), r"Config.stream: expected 0 or 1, got 2"),
+    (dict(strategy="two_phase", stream=True), r"Config.stream: expected 0 or 1, got True"),
 ])
 def test_config_rejects_bad_tiles(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -101,6 +104,19 @@ def test_module_argument_errors():
         mod(torch.zeros(3, 64, dtype=torch.bfloat16))
     with pytest.raises(TypeError, match="x: expected torch.bfloat16"):
         mod(torch.zeros(3, 128))
+
+
+def test_streamed_config_is_a_launch_option_of_the_same_megakernel():
+    plain = swiglu.Config("two_phase", bn=64, chunk=2)
+    streamed = swiglu.Config("two_phase", bn=64, chunk=2, stream=1)
+    assert streamed.name == plain.name + "_stream"
+    assert swiglu.megakernel_for(streamed, evt.bf16) is swiglu.megakernel_for(plain, evt.bf16)
+    assert mlp.codegen_options(streamed) == {"stream": True, "inline_tasks": True} and not mlp.codegen_options(plain)
+    # profiles name the choice field by field; entries written before the field existed read as stream=0
+    assert scheduler._decode(scheduler.encode(streamed)) == streamed
+    assert scheduler._decode("strategy=two_phase,bm=16,bn=64,bk=64,bc=256,chunk=2") == plain
+    names = swiglu.evtdsl_megakernels()
+    assert len(set(map(id, names.values()))) == len(names)  # every megakernel built once
 
 
 def test_scheduler_profiles(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ from . import tables as TB
 from .compiler import CompiledKernel, compile_program
 from .layout import param_fields, pack_params
 
-_OPTIONS = ("workers", "schedule", "sync", "verify_counts", "num_threads", "min_blocks")
+_OPTIONS = ("workers", "schedule", "sync", "verify_counts", "num_threads", "min_blocks", "stream", "inline_tasks")
 _TORCH_DTYPES = {"bfloat16": dt.bf16, "float16": dt.f16, "float32": dt.f32, "float64": dt.f64, "int8": dt.i8,
                  "int32": dt.i32, "int64": dt.i64, "bool": dt.bool_}
 _MAX_CACHED_SHAPES = 256
@@ -232,10 +232,13 @@ def _load(kernel: CompiledKernel, device: _Device) -> _Loaded:
 _KERNELS: "weakref.WeakKeyDictionary[N.Program, dict[tuple, CompiledKernel]]" = weakref.WeakKeyDictionary()
 
 
-def _kernel(program: N.Program, arch: str, num_threads: int, min_blocks: int) -> CompiledKernel:
-    """compile_program, remembered per program object so that a launch does not even hash the program."""
-    key = (arch, num_threads, knobs.DEBUG.get(), knobs.L2_PREFETCH.get(), knobs.STREAM_WEIGHTS.get(),
-           knobs.INLINE_TASKS.get(), min_blocks)
+def _kernel(program: N.Program, arch: str, num_threads: int, min_blocks: int, stream: bool | None = None,
+            inline_tasks: bool | None = None) -> CompiledKernel:
+    """compile_program, remembered per program object so that a launch does not even hash the program.
+    ``stream`` / ``inline_tasks``: None takes the knob (EVTDSL_STREAM_WEIGHTS / EVTDSL_INLINE_TASKS)."""
+    stream = knobs.STREAM_WEIGHTS.get() if stream is None else stream
+    inline_tasks = knobs.INLINE_TASKS.get() if inline_tasks is None else inline_tasks
+    key = (arch, num_threads, knobs.DEBUG.get(), knobs.L2_PREFETCH.get(), stream, inline_tasks, min_blocks)
     per_program = _KERNELS.setdefault(program, {})
     if key not in per_program or knobs.ALWAYS_COMPILE.get():
         per_program[key] = compile_program(program, arch=arch, num_threads=num_threads, min_blocks=min_blocks,
@@ -427,7 +430,8 @@ def check_counters(state: np.ndarray, tables: TB.TaskTables) -> None:
 
 
 def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str = "static", sync: bool = True,
-             verify_counts: bool = True, num_threads: int = 256, min_blocks: int = 2, **unknown) -> CudaRun:
+             verify_counts: bool = True, num_threads: int = 256, min_blocks: int = 2, stream: bool | None = None,
+             inline_tasks: bool | None = None, **unknown) -> CudaRun:
     """Run megakernel ``mk`` on the GPU holding ``args`` (see the module docstring)."""
     program: N.Program = mk.ir
     if unknown:
@@ -438,6 +442,10 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
     if isinstance(min_blocks, bool) or not isinstance(min_blocks, int) or not 1 <= min_blocks <= 32:
         raise ArgumentError(f"min_blocks (CTAs per SM the kernel's registers are bounded for) must be an int in "
                             f"1..32, got {min_blocks!r}")
+    for name, value in (("stream", stream), ("inline_tasks", inline_tasks)):
+        if value is not None and not isinstance(value, bool):
+            raise ArgumentError(f"{name} (a code-generation switch; None takes the knob) must be a bool or None, "
+                                f"got {value!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ArgumentError(f"workers must be a positive int or None, got {workers!r}")
     if len(args) != len(program.params):
@@ -465,7 +473,7 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
     env = bind_sizes(program, arrays, lambda a: a.shape, scalars)
     kind = "torch" if any(a.kind == "torch" for a in arrays.values()) else "cupy"
     device = device_info(first.device)
-    kernel = _kernel(program, device.arch, num_threads, min_blocks)
+    kernel = _kernel(program, device.arch, num_threads, min_blocks, stream, inline_tasks)
     loaded = _load(kernel, device)
     capacity = loaded.blocks_per_sm * device.num_sms
     if workers is not None and workers > capacity:
