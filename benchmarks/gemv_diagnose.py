@@ -295,6 +295,22 @@ PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=
                  swiglu.Config("two_phase", bm=16, bn=128, bk=64, bc=128, chunk=16)]
 
 
+PHASE_VARIANTS = ["ring", "inlined+versioned"]
+# --parts sweep: the two_phase tiles (bn, bk, bc, chunk), streamed, at M = 1 and 16
+SWEEP = [(64, 128, bc, ch) for bc in (64, 128, 256) for ch in (16, 32, 64)] + [(32, 128, 128, 64), (32, 256, 128, 64),
+                                                                              (64, 256, 128, 32)]
+
+
+def part_sweep(res, copy_bw, gen):
+    """Tile configurations of the streamed two_phase SwiGLU at the 8B shape: the whole kernel at M = 1 and 16,
+    and its down phase alone at M = 1."""
+    global PHASE_CONFIGS, PHASE_VARIANTS
+    PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=bn, bk=bk, bc=bc, chunk=ch) for bn, bk, bc, ch in SWEEP]
+    PHASE_VARIANTS = ["inlined+versioned"]
+    part_phases(res, copy_bw, gen, ms=(1, 16), gate_up=False, dynamic=False)
+    res["sweep"] = res.pop("phases")
+
+
 def phase_kernels(cfg: swiglu.Config):
     """Each phase of the two_phase SwiGLU alone: the gate/up tiles (x -> h), and the down tiles with their
     reduction (h -> y, no waits on gate/up)."""
@@ -316,15 +332,13 @@ def phase_kernels(cfg: swiglu.Config):
     return gate_up_only, down_only
 
 
-def part_phases(res, copy_bw, gen):
+def part_phases(res, copy_bw, gen, ms=(1,), gate_up=True, dynamic=True):
     """The 8B SwiGLU at M = 1: the whole two_phase megakernel (static and dynamic schedules) against each of
     its phases alone, so that what the hand-off between the phases costs shows."""
-    k, n, m = 4096, 14336, 1
+    k, n = 4096, 14336
     wsets = [((torch.randn(2 * n, k, device="cuda", generator=gen) / k**0.5).bfloat16(),
               (torch.randn(k, n, device="cuda", generator=gen) / n**0.5).bfloat16()) for _ in range(2)]
-    x = torch.randn(m, k, device="cuda", generator=gen).bfloat16()
-    r = torch.zeros_like(x)
-    ref = mlp.torch_swiglu(x, *wsets[0]).float()
+    xs = {m: torch.randn(m, k, device="cuda", generator=gen).bfloat16() for m in ms}
     out = res["phases"] = {"rows": []}
 
     def row(variant, cfg, what, nbytes, t, err):
@@ -333,23 +347,29 @@ def part_phases(res, copy_bw, gen):
         print(f"phases {variant:18s} {cfg.name:36s} {what:18s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) "
               f"err {err:.1e}", flush=True)
 
-    for variant in ("ring", "inlined+versioned"):
+    for variant in PHASE_VARIANTS:
         use_variant(variant)
         for cfg in PHASE_CONFIGS:
-            for sched in ("static", "dynamic"):
-                ym = mlp.run_variant(cfg, x, *wsets[0], r, schedule=sched, **OPTS)
-                err = float((ym.float() - ref).norm() / ref.norm())
-                t = B.time_graph([lambda w=w: mlp.run_variant(cfg, x, *w, r, sync=False, schedule=sched, **OPTS)
-                                  for w in wsets])
-                row(variant, cfg, f"whole {sched}", 3 * k * n * 2, t, err)
+            for m, x in xs.items():
+                r = torch.zeros_like(x)
+                ref = mlp.torch_swiglu(x, *wsets[0]).float()
+                for sched in ("static", "dynamic") if dynamic else ("static",):
+                    ym = mlp.run_variant(cfg, x, *wsets[0], r, schedule=sched, **OPTS)
+                    err = float((ym.float() - ref).norm() / ref.norm())
+                    t = B.time_graph([lambda w=w: mlp.run_variant(cfg, x, *w, r, sync=False, schedule=sched, **OPTS)
+                                      for w in wsets])
+                    row(variant, cfg, f"whole M={m} {sched}", 3 * k * n * 2, t, err)
+            m, x = 1, xs[1]
+            r = torch.zeros_like(x)
             gu, dn = phase_kernels(cfg)
             h = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             gu.run(x, wsets[0][0], h, **OPTS)
             g, u = (x.float() @ wsets[0][0].float().T).split(n, dim=1)
             href = (torch.nn.functional.silu(g.bfloat16()) * u.bfloat16()).float()
             err = float((h.float() - href).norm() / href.norm())
-            t = B.time_graph([lambda w=w: gu.run(x, w[0], h, sync=False, **OPTS) for w in wsets])
-            row(variant, cfg, "gate/up alone", 2 * k * n * 2, t, err)
+            if gate_up:
+                t = B.time_graph([lambda w=w: gu.run(x, w[0], h, sync=False, **OPTS) for w in wsets])
+                row(variant, cfg, "gate/up alone", 2 * k * n * 2, t, err)
             ws = torch.empty(-(-n // (cfg.bn * cfg.chunk)), m, k, device="cuda", dtype=torch.float32)
             y = torch.empty_like(x)
             dn.run(h, wsets[0][1], ws, r, y, **OPTS)
@@ -380,7 +400,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"gemv-diagnose-{time.strftime('%Y%m%d-%H%M%S')}.json"
     parts = {"gemv": part_gemv, "isolate": part_isolate, "chain": part_chain, "split": part_split,
-             "swiglu": part_swiglu, "phases": part_phases}
+             "swiglu": part_swiglu, "phases": part_phases, "sweep": part_sweep}
     for name in args.parts.split(","):
         parts[name](res, copy_bw, gen)
         path.write_text(json.dumps(res, indent=1))
@@ -395,11 +415,11 @@ def plot(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in ("gemv", "isolate", "chain", "chain_split", "swiglu_8b", "phases") if p in res]
+    panels = [p for p in ("gemv", "isolate", "chain", "chain_split", "swiglu_8b", "phases", "sweep") if p in res]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, p in zip(axes[0], panels):
         rows = res[p]["rows"]
-        if p in ("isolate", "phases"):
+        if p in ("isolate", "phases", "sweep"):
             label = (lambda r: r["variant"]) if p == "isolate" else (  # noqa: E731
                 lambda r: f"{r['variant']} {r['config'].split('_ch')[0]} {r['part']}")
             ax.bar(range(len(rows)), [r["frac"] for r in rows])
