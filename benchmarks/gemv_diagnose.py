@@ -297,8 +297,10 @@ PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=
 
 PHASE_VARIANTS = ["ring", "inlined+versioned"]
 # --parts sweep: the two_phase tiles (bn, bk, bc, chunk), streamed, at M = 1 and 16
-SWEEP = [(64, 128, bc, ch) for bc in (64, 128, 256) for ch in (16, 32, 64)] + [(32, 128, 128, 64), (32, 256, 128, 64),
-                                                                              (64, 256, 128, 32)]
+# (the first sweep, gemv-diagnose-h200-20261204-020820: bc 64-128 and chunks of 2048-4096 columns best; bc 256 and
+# bk 256, whose tiles do not stream, far behind)
+SWEEP = [(64, 128, 64, ch) for ch in (56, 64, 112, 224)] + [(64, 128, 32, 56), (64, 128, 32, 64), (64, 128, 128, 56),
+                                                             (64, 64, 64, 56), (64, 128, 96, 56)]
 
 
 def part_sweep(res, copy_bw, gen):

@@ -32,13 +32,15 @@ DEFAULT_CONFIGS = (
     # more, smaller tasks for the shapes whose weights are few rows (1B) or few columns (70B TP-8 shard)
     Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64), Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64),
     Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=32),
-    # the same tasks with the weights streamed into registers (spill-free since the staged streamed loops: the 8B
-    # gate/up GEMV at 88-93% of copy against the ring's 80-84%, benchmarks/results/gemv-diagnose-h200-*0158*)
+    # weights streamed into registers (spill-free since the staged streamed loops: the 8B gate/up GEMV at 88-93%
+    # of copy against the ring's 80-84%); the 8B sweeps (benchmarks/results/gemv-diagnose-h200-20261204-0208*,
+    # -0211*) found down tiles of 64 hidden columns over chunks of 3584-4096 intermediate columns best
+    Config("two_phase", bm=16, bn=64, bk=128, bc=64, chunk=56, stream=1),
+    Config("two_phase", bm=16, bn=64, bk=128, bc=64, chunk=64, stream=1),
     Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=32, stream=1),
-    Config("two_phase", bm=16, bn=64, bk=64, bc=128, chunk=32, stream=1),
     Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64, stream=1),
     Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=32, stream=1),
-    Config("fused", bm=16, bn=64, stream=1),
+    Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64, stream=1),
 )
 CPU_DEFAULT = Config("fused", bm=16, bn=64)
 
