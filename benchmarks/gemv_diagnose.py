@@ -48,14 +48,17 @@ CHAINS = {"up64x128_down16x512": (64, 128, 16, 512), "up128x64_down16x512": (128
           "up64x128_down32x256": (64, 128, 32, 256), "up32x256_down16x512": (32, 256, 16, 512),
           "up16x512_down16x512": (16, 512, 16, 512)}
 # name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default,
-# the launch options min_blocks (registers bounded for that many CTAs per SM) and num_threads); "4x128" is four
+# the launch options min_blocks (registers bounded for that many CTAs per SM) and num_threads[, the pieces in
+# flight per thread the code generator aims for, codegen._STREAM_TARGET_PIECES, 8 if not given]); "4x128" is four
 # CTAs of 128 threads per SM instead of two of 256: the same warps, but a CTA between tasks (tables, pipeline
 # fill, notify) leaves three others streaming instead of one
 VARIANTS = {"ring": ("0", "0", True, None, 2, 256), "called+versioned": ("1", "0", True, None, 2, 256),
             "inlined+versioned-ahead1": ("1", "1", True, 1, 2, 256), "inlined+versioned": ("1", "1", True, None, 2, 256),
             "inlined+versioned 1cta": ("1", "1", True, None, 1, 256),
             "ring 4x128": ("0", "0", True, None, 4, 128), "inlined+versioned 4x128": ("1", "1", True, None, 4, 128),
-            "ring 3x128": ("0", "0", True, None, 3, 128), "inlined+versioned 3x128": ("1", "1", True, None, 3, 128)}
+            "ring 3x128": ("0", "0", True, None, 3, 128), "inlined+versioned 3x128": ("1", "1", True, None, 3, 128),
+            "inlined+versioned target12": ("1", "1", True, None, 2, 256, 12),
+            "inlined+versioned target16": ("1", "1", True, None, 2, 256, 16)}
 # the variants each part measures (--variants overrides)
 GEMV_VARIANTS = ["ring", "inlined+versioned", "inlined+versioned-ahead1", "called+versioned"]
 SWIGLU = [swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32),
@@ -75,12 +78,13 @@ OPTS: dict = {}  # launch options of the current variant
 
 
 def use_variant(name: str) -> None:
-    stream, inline, versioned, ahead, min_blocks, num_threads = VARIANTS[name]
+    stream, inline, versioned, ahead, min_blocks, num_threads, *target = VARIANTS[name]
     OPTS["min_blocks"], OPTS["num_threads"] = min_blocks, num_threads
     os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
     os.environ["EVTDSL_INLINE_TASKS"] = inline
     # code-generator constants, not in the cache key: each variant has its own cache folder
     codegen._STREAM_VERSIONED, codegen._STREAM_AHEAD = versioned, ahead
+    codegen._STREAM_TARGET_PIECES = target[0] if target else 8
     os.environ["EVTDSL_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"evtdsl-diag-{name}")
     launch._MODULES.clear()
     swiglu._BUILT.clear()
@@ -299,7 +303,10 @@ PHASE_VARIANTS = ["ring", "inlined+versioned"]
 # --parts sweep: the two_phase tiles (bn, bk, bc, chunk), streamed, at M = 1 and 16
 # (the first sweep, gemv-diagnose-h200-20261204-020820: bc 64-128 and chunks of 2048-4096 columns best; bc 256 and
 # bk 256, whose tiles do not stream, far behind)
-SWEEP = [(64, 128, 64, ch) for ch in (56, 64, 112, 224)] + [(64, 128, 32, 56), (64, 128, 32, 64), (64, 128, 128, 56),
+SWEEP_VARIANTS = ["inlined+versioned", "inlined+versioned target12", "inlined+versioned target16"]
+SWEEP = [(64, 128, 64, 56), (64, 128, 128, 32), (32, 128, 64, 64)]
+# the second sweep (gemv-diagnose-h200-20261204-021121)
+SWEEP2 = [(64, 128, 64, ch) for ch in (56, 64, 112, 224)] + [(64, 128, 32, 56), (64, 128, 32, 64), (64, 128, 128, 56),
                                                              (64, 64, 64, 56), (64, 128, 96, 56)]
 
 
@@ -308,7 +315,7 @@ def part_sweep(res, copy_bw, gen):
     and its down phase alone at M = 1."""
     global PHASE_CONFIGS, PHASE_VARIANTS
     PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=bn, bk=bk, bc=bc, chunk=ch) for bn, bk, bc, ch in SWEEP]
-    PHASE_VARIANTS = ["inlined+versioned"]
+    PHASE_VARIANTS = SWEEP_VARIANTS
     part_phases(res, copy_bw, gen, ms=(1, 16), gate_up=False, dynamic=False)
     res["sweep"] = res.pop("phases")
 
