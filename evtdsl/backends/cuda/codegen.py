@@ -25,9 +25,12 @@ updated in a loop only by `acc = acc + dot(a, b)` (and not otherwise touched the
 fragments in registers for the whole loop: loaded from shared memory before it, stored back after it; when
 it has fewer 16x8 blocks than the CTA has warps, K is split among warps and the partial sums are added in a
 fixed order at the store. With ``stream`` (EVTDSL_STREAM_WEIGHTS), the weight of such a dot over one 16-row
-block, ``acc += dot(x_tile, load(w).T)`` with w read-only, skips shared memory: each warp loads the pieces of
-w its mma jobs use straight into registers (16-byte loads, k permuted within 32-wide chunks so that one load
-feeds two mma steps; evt_tile.cuh), an iteration ahead, the loop unrolled by two over two register buffers.
+block, ``acc += dot(x_tile, load(w).T)`` with w read-only, skips the ring: each warp loads the pieces of w its
+mma jobs use into registers on consecutive bytes (16-byte loads; evt_tile.cuh), one to three iterations
+ahead in as many register buffers (the loop unrolled by as many); each iteration stages its buffer in the
+warp's part of a shared-memory transposition buffer (fragment order, k permuted within 32-wide chunks so that
+one piece feeds two mma steps) and reloads it at once. x (or h) is read straight from global memory, and the
+loop version whose tiles are all in bounds computes each lane's pointers once before the loop.
 With ``prefetch``, a task that must wait on events (static schedule) first brings the read-only tiles of its
 first loop into L2 (``evt_prefetch_<task>``; see evt_sched.cuh).
 """
