@@ -23,7 +23,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="1b,8b,70b-tp8")
     ap.add_argument("--m", default="1,2,4,8,16,32,64,128")
-    ap.add_argument("--configs", default="all", help="'all' or a count of the default configs to try")
+    ap.add_argument("--configs", default="all",
+                    help="'all', a count of the default configs to try, or comma-separated config names")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
@@ -32,8 +33,14 @@ def main():
     copy_bw, read_bw = B.copy_bandwidth(), B.read_bandwidth()
     print(f"{dev}: copy {copy_bw / 1e12:.2f} TB/s, read {read_bw / 1e12:.2f} TB/s, L2 {l2 >> 20} MiB")
     configs = list(scheduler.DEFAULT_CONFIGS)
-    if args.configs != "all":
+    if args.configs.isdigit():
         configs = configs[: int(args.configs)]
+    elif args.configs != "all":
+        by_name = {c.name: c for c in configs}
+        unknown = [n for n in args.configs.split(",") if n not in by_name]
+        if unknown:
+            ap.error(f"--configs: unknown {unknown}; expected names from {list(by_name)}")
+        configs = [by_name[n] for n in args.configs.split(",")]
     rows = []
     for shape in args.shapes.split(","):
         k, n = SHAPES[shape]

@@ -41,6 +41,8 @@ DEFAULT_CONFIGS = (
     Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64, stream=1),
     Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=32, stream=1),
     Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64, stream=1),
+    # 32-row blocks streamed (the weights cross HBM once per 32 rows of x instead of per 16)
+    Config("two_phase", bm=32, bn=32, bk=128, bc=64, chunk=64, stream=1),
 )
 CPU_DEFAULT = Config("fused", bm=16, bn=64)
 

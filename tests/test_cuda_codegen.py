@@ -190,8 +190,9 @@ def kept_mk(x: evt.Tensor[SM, SK, evt.bf16], w: evt.Tensor[SN, SK, evt.bf16], y:
 
 
 def test_weights_stream_into_registers_only_where_they_may(monkeypatch):
-    """Streaming needs one 16-row block, a read-only weight and a register accumulator; bm=64 keeps the ring,
-    and so does a weight that the task also uses for something else."""
+    """Streaming needs 16-row blocks (more than one only where each warp has one job), a read-only weight and a
+    register accumulator; bm=64 with 64-column tiles (two jobs per warp) keeps the ring, and so does a weight
+    that the task also uses for something else."""
     from evtdsl.library import swiglu
 
     tall = swiglu.megakernel_for(swiglu.Config("two_phase", bm=64, bn=64), evt.bf16).ir

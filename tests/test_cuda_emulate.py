@@ -265,6 +265,14 @@ def case_swiglu(schedule: str) -> None:
     mk = swiglu.megakernel_for(full, evt.bf16)
     assert "allfast" in codegen.generate(mk.ir, arch="sm_90a", num_threads=256, stream=True).text
     compare(mk, swiglu_inputs(full, evt.bf16, m=5, k=256, n=256), ("y",), schedule, nt=256)
+    # 32-row blocks: two mma row blocks per tile, whose jobs load the same weight pieces and their own rows of x
+    # (and h); M = 37 leaves a partial second tile, M = 20 rows past M in the first one
+    tall = swiglu.Config("two_phase", bm=32, bn=32, bk=128, bc=64, chunk=4)
+    text = codegen.generate(swiglu.megakernel_for(tall, evt.bf16).ir, arch="sm_90a", num_threads=256, stream=True).text
+    assert "evt::StreamCursor<32, 32, 128," in text and "evt::StreamCursor<32, 64, 128," in text
+    for m in (20, 37):
+        compare(swiglu.megakernel_for(tall, evt.bf16), swiglu_inputs(tall, evt.bf16, m=m, k=256, n=256), ("y",),
+                schedule, nt=256)
 
 
 def case_shared_a(schedule: str) -> None:

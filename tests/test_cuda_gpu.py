@@ -136,13 +136,14 @@ def test_streamed_dots_match_cpu(schedule, inline, min_blocks, monkeypatch):
 
 
 @pytest.mark.parametrize("m", [1, 5, 33])
-@pytest.mark.parametrize("strategy,dtype,stream", [("fused", "bf16", 0), ("two_phase", "f16", 0),
-                                                   ("two_phase", "bf16", 0), ("two_phase", "bf16", 1)])
-def test_library_swiglu_matches_cpu(strategy, dtype, stream, m):
+@pytest.mark.parametrize("strategy,dtype,stream,bm", [("fused", "bf16", 0, 16), ("two_phase", "f16", 0, 16),
+                                                      ("two_phase", "bf16", 0, 16), ("two_phase", "bf16", 1, 16),
+                                                      ("two_phase", "bf16", 1, 32)])
+def test_library_swiglu_matches_cpu(strategy, dtype, stream, bm, m):
     from evtdsl.library import mlp, swiglu
     from test_cuda_emulate import swiglu_inputs
 
-    cfg = swiglu.Config(strategy, chunk=2, stream=stream)
+    cfg = swiglu.Config(strategy, bm=bm, chunk=2, stream=stream)
     d = getattr(evt, dtype)
     run_both(swiglu.megakernel_for(cfg, d), swiglu_inputs(cfg, d, m=m, k=200, n=330), ("y",), "dynamic",
              rtol=2e-3, **mlp.codegen_options(cfg))

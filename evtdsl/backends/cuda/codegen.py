@@ -24,8 +24,8 @@ f32 accumulation) for bf16/f16 tiles of fitting shapes and a plain FMA loop othe
 updated in a loop only by `acc = acc + dot(a, b)` (and not otherwise touched there) stays in mma
 fragments in registers for the whole loop: loaded from shared memory before it, stored back after it; when
 it has fewer 16x8 blocks than the CTA has warps, K is split among warps and the partial sums are added in a
-fixed order at the store. With ``stream`` (EVTDSL_STREAM_WEIGHTS), the weight of such a dot over one 16-row
-block, ``acc += dot(x_tile, load(w).T)`` with w read-only, skips the ring: each warp loads the pieces of w its
+fixed order at the store. With ``stream`` (EVTDSL_STREAM_WEIGHTS), the weight of such a dot over 16-row
+blocks, ``acc += dot(x_tile, load(w).T)`` with w read-only, skips the ring: each warp loads the pieces of w its
 mma jobs use into registers on consecutive bytes (16-byte loads; evt_tile.cuh), one to three iterations
 ahead in as many register buffers (the loop unrolled by as many); each iteration stages its buffer in the
 warp's part of a shared-memory transposition buffer (fragment order, k permuted within 32-wide chunks so that
@@ -1019,7 +1019,7 @@ class TaskGen:
     def stream_candidates(self, s: N.For, accs: list[tuple[str, Buffer, N.Op]], loads: list[N.Op]
                           ) -> dict[int, tuple[N.Op, N.Op]]:
         """The pipelined loads to stream into registers: id(load) -> (load, dot), the load being the B operand ``load(w).T`` of a
-        register-resident accumulator over one 16-row block, w a read-only 2-d tensor walked along its last
+        register-resident accumulator over whole 16-row blocks, w a read-only 2-d tensor walked along its last
         dim, the tile used nowhere else, masked elements zero; at most _STREAM_REGS registers per thread at one
         iteration ahead. Sets self.ahead: iterations ahead, so that about _STREAM_TARGET_PIECES pieces per thread
         are in flight."""
@@ -1055,7 +1055,10 @@ class TaskGen:
                 continue
             t = self.tensors[w.args[0].name]
             M, Nn, K, nj, ks, jpw = self._stream_shape(d)
-            if (not t.readonly or t.type.ndim != 2 or M != 16 or K % 32 or w.attr("other", 0) != 0
+            # several 16-row blocks only with one job per warp: a warp's second job could be the same weight
+            # pieces for another row block, loaded twice into its registers
+            if (not t.readonly or t.type.ndim != 2 or M % 16 or (M > 16 and jpw > 1) or K % 32
+                    or w.attr("other", 0) != 0
                     or w.type.shape != (Nn, K) or _moves_leading_dims(w, s.var)):
                 continue
             r = jpw * nj * (K // ks // 32) * 4  # one register buffer

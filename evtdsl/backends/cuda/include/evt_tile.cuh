@@ -219,8 +219,8 @@ __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* 
 // two k16 steps: lane (g, t) takes W[n0 + 8j + g][kc + 8t .. kc + 8t + 7] from the buffer, and step s in
 // {0, 1} of the chunk uses k = kc + 8t + 4s + {0..3} in the fragment slots of k = {2t, 2t + 1, 2t + 8, 2t + 9};
 // A (SharedA or GlobalA) is read with the same permutation, so the sum over k is unchanged (only its order
-// differs from the ldmatrix path). M is one 16-row block (larger row blocks would load each piece once per
-// block).
+// differs from the ldmatrix path). M may hold several 16-row blocks: the jobs of different row blocks load the
+// same pieces of W (the second load is an L2 hit, HBM reads W once), each with its own rows of A.
 
 // 8 16-bit values as the 16 bytes a vector load of them would give.
 __device__ __forceinline__ uint4 pack8(const unsigned short (&e)[8]) {
@@ -260,7 +260,7 @@ struct StreamShape {
   // reads (lanes of a quarter warp on two rows) free of bank conflicts.
   static constexpr int PITCH = ((SEG * 2 + 127) / 128 * 128 + 64) / 2;
   static constexpr int WARP_ELEMS = R * PITCH;  // buffer elements per warp
-  static_assert(M == 16, "weights stream into registers for one 16-row block");
+  static_assert(M % 16 == 0, "weights stream into registers for whole 16-row blocks");
   static_assert(K % (32 * KS) == 0, "each split-K slice is whole 32-wide chunks");
   // Piece q of a lane: row and column (in the job's R x SEG part of the tile) it loads.
   static __device__ __forceinline__ int row(int q, int lane) { return (q % RG) * RPI + lane / LPR; }
@@ -355,9 +355,11 @@ struct SharedA {
   static_assert(LD % 8 == 0, "16-byte rows of A");
   const T* a;
   __device__ __forceinline__ uint4 vec8(int m, int k) const { return ld_shared_vec16(a + m * LD + k); }
-  __device__ __forceinline__ void rows(int g, int k, uint4& lo, uint4& hi) const {
-    lo = vec8(g, k);
-    hi = vec8(g + 8, k);
+  // rows m0 + g and m0 + g + 8 at column k, for this lane's g
+  __device__ __forceinline__ void rows(int m0, int k, uint4& lo, uint4& hi) const {
+    const int g = (threadIdx.x % 32) >> 2;
+    lo = vec8(m0 + g, k);
+    hi = vec8(m0 + g + 8, k);
   }
 };
 // GlobalA: a tile read straight from global memory (no ring, so the loop needs no CTA barrier): through L1
@@ -378,37 +380,38 @@ struct GlobalA {
     if (fast && k >= clo && k + 8 <= chi) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
     return ld8_masked<T, COHERENT>(q, cs, clo - k, chi - k);
   }
-  __device__ __forceinline__ void rows(int g, int k, uint4& lo, uint4& hi) const {
-    lo = vec8(g, k);
-    hi = vec8(g + 8, k);
+  __device__ __forceinline__ void rows(int m0, int k, uint4& lo, uint4& hi) const {
+    const int g = (threadIdx.x % 32) >> 2;
+    lo = vec8(m0 + g, k);
+    hi = vec8(m0 + g + 8, k);
   }
 };
 
 // GlobalA in the in-bounds version of a streamed loop: this lane's rows g and g + 8 of the first iteration's
-// tile and their row masks, computed once before the loop; at(koff) is the tile koff elements further along k.
+// tile, computed once before the loop; at(koff) is the tile koff elements further along k. Row blocks after the
+// first (m0 > 0) add m0 rows; rows outside [rlo, rhi) read as zero.
 template <class T, bool COHERENT>
 struct GlobalACursor {
   const T* lo;
-  const T* hi;
-  bool lo_ok, hi_ok;
-  __device__ __forceinline__ GlobalACursor(const T* p, long long base, long long ld, int rlo, int rhi) {
-    const int g = (threadIdx.x % 32) >> 2;
-    lo = p + (base + g * ld);
-    hi = lo + 8 * ld;
-    lo_ok = g >= rlo && g < rhi;
-    hi_ok = g + 8 >= rlo && g + 8 < rhi;
+  long long ld;
+  int rlo, rhi;
+  __device__ __forceinline__ GlobalACursor(const T* p, long long base, long long ld_, int rlo_, int rhi_)
+      : ld(ld_), rlo(rlo_), rhi(rhi_) {
+    lo = p + (base + ((threadIdx.x % 32) >> 2) * ld);
   }
   struct At {
     const T* lo;
-    const T* hi;
-    bool lo_ok, hi_ok;
-    // rows g and g + 8 at column k (this lane's g; k a multiple of 8)
-    __device__ __forceinline__ void rows(int, int k, uint4& l, uint4& h) const {
-      l = lo_ok ? (COHERENT ? ld_vec16_cg(lo + k) : ld_vec16_l1(lo + k)) : make_uint4(0u, 0u, 0u, 0u);
-      h = hi_ok ? (COHERENT ? ld_vec16_cg(hi + k) : ld_vec16_l1(hi + k)) : make_uint4(0u, 0u, 0u, 0u);
+    long long ld;
+    int rlo, rhi;
+    __device__ __forceinline__ void rows(int m0, int k, uint4& l, uint4& h) const {
+      const int g = (threadIdx.x % 32) >> 2;
+      const T* p = lo + m0 * ld + k;
+      const bool lo_ok = m0 + g >= rlo && m0 + g < rhi, hi_ok = m0 + g + 8 >= rlo && m0 + g + 8 < rhi;
+      l = lo_ok ? (COHERENT ? ld_vec16_cg(p) : ld_vec16_l1(p)) : make_uint4(0u, 0u, 0u, 0u);
+      h = hi_ok ? (COHERENT ? ld_vec16_cg(p + 8 * ld) : ld_vec16_l1(p + 8 * ld)) : make_uint4(0u, 0u, 0u, 0u);
     }
   };
-  __device__ __forceinline__ At at(int koff) const { return At{lo + koff, hi + koff, lo_ok, hi_ok}; }
+  __device__ __forceinline__ At at(int koff) const { return At{lo + koff, ld, rlo, rhi}; }
 };
 
 // Put the pieces r holds (stream_load of the same shape) in fragment order: each warp writes them to its part of
@@ -447,11 +450,12 @@ __device__ __forceinline__ void dot_mma_staged(float (&acc)[JPW][NJ][4], const A
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
     if (!J::at(jj, blk, slice)) continue;
+    const int m0 = M > 16 ? (blk / J::NG) * 16 : 0;  // the job's row block
 #pragma unroll
     for (int c = 0; c < S::KC; ++c) {
       const int col = slice * S::SEG + 32 * c + 8 * t;
       uint4 lo, hi;
-      A.rows(g, col, lo, hi);
+      A.rows(m0, col, lo, hi);
 #pragma unroll
       for (int j = 0; j < NJ; ++j) {
         const uint4 w = ld_shared_vec16(buf + jj * S::WARP_ELEMS + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
