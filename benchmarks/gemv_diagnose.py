@@ -111,12 +111,16 @@ def hand_gemv(x, ws, n, k) -> tuple[float, float]:
     return t, err
 
 
-def part_gemv(res, copy_bw, gen):
+def gemv_inputs(gen):
+    """The 8B gate/up GEMV at M = 1: (K, N, x, three weight copies beyond the L2, float32 reference, bytes)."""
     k, n = 4096, 28672
     x = torch.randn(1, k, device="cuda", generator=gen).bfloat16()
     ws = [(torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16() for _ in range(3)]
-    ref = x.float() @ ws[0].float().T
-    nbytes = n * k * 2
+    return k, n, x, ws, x.float() @ ws[0].float().T, n * k * 2
+
+
+def part_gemv(res, copy_bw, gen):
+    k, n, x, ws, ref, nbytes = gemv_inputs(gen)
     out = res["gemv"] = {"N": n, "K": k, "rows": []}
     t = B.time_graph([lambda w=w: torch.matmul(x, w.T) for w in ws])
     out["torch_graph_us"] = t * 1e6
@@ -165,11 +169,7 @@ def part_isolate(res, copy_bw, gen):
     """Where the DSL GEMV loses against the hand-written kernel: the hand-written kernel timed both ways
     (back-to-back launches, as part_gemv, and CUDA-graph replays, as every DSL time), and the DSL GEMV with one
     task per CTA (make_gemv_tiles) against one task per tile."""
-    k, n = 4096, 28672
-    x = torch.randn(1, k, device="cuda", generator=gen).bfloat16()
-    ws = [(torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16() for _ in range(3)]
-    ref = x.float() @ ws[0].float().T
-    nbytes = n * k * 2
+    k, n, x, ws, ref, nbytes = gemv_inputs(gen)
     out = res["isolate"] = {"N": n, "K": k, "rows": []}
     mod, fn, smem, per_sm, _ = gemv_paths.build(1, 2, 128, 2)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
