@@ -1675,8 +1675,7 @@ class TaskGen:
                 self.e(f"evt::dot_mma_staged<{shape}>({frag}, {ga}, {stage});")
                 return
             coherent = "false" if t.readonly else "true"
-            cols = ", true" if self.stream_fast_only else ""
-            self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}, {coherent}{cols}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "
+            self.e(f"const evt::GlobalA<{ctype(t.type.dtype)}, {coherent}> {ga}{{{t.cname}.ptr, {o_r} * {tst}[0] + {o_c} * {tst}[1], "
                    f"{tst}[0], {tst}[1], static_cast<int>(evt::clampll(-{o_r}, 0, {M})), "
                    f"static_cast<int>(evt::clampll({ts}[0] - {o_r}, 0, {M})), static_cast<int>(evt::clampll(-{o_c}, 0, {K})), "
                    f"static_cast<int>(evt::clampll({ts}[1] - {o_c}, 0, {K})), {tst}[1] == 1 && ({tst}[0] * "

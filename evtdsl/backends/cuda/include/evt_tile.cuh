@@ -213,8 +213,8 @@ __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* 
 // dot_mma_regs) consume, with 16-byte non-coherent loads on consecutive bytes (a warp instruction reads 512
 // contiguous bytes of one row, or 256 of two, ...), into registers iterations ahead of their use. Before the
 // dot, each warp passes its pieces through its own shared-memory buffer (stream_stage: only __syncwarp, no CTA
-// barrier) to get them in mma-fragment order, and the registers take the next load at once. Consecutive bytes per instruction are what lets HBM deliver its copy
-// bandwidth (benchmarks/gemv_paths.py: 98% at M = 1 on H200, against 78-92% when each instruction reads
+// barrier) to get them in mma-fragment order, and the registers take the next load at once. Consecutive bytes
+// per instruction are what lets HBM deliver its copy bandwidth (benchmarks/gemv_paths.py: 98% at M = 1 on H200, against 78-92% when each instruction reads
 // eight rows in the fragment pattern). k is permuted inside each 32-wide chunk so that one 16-byte piece feeds
 // two k16 steps: lane (g, t) takes W[n0 + 8j + g][kc + 8t .. kc + 8t + 7] from the buffer, and step s in
 // {0, 1} of the chunk uses k = kc + 8t + 4s + {0..3} in the fragment slots of k = {2t, 2t + 1, 2t + 8, 2t + 9};
@@ -365,9 +365,8 @@ struct SharedA {
 // GlobalA: a tile read straight from global memory (no ring, so the loop needs no CTA barrier): through L1
 // for a read-only tensor, at L2 for one other tasks write (COHERENT); element (m, k) at p[base + m * ld + k * cs];
 // rows [rlo, rhi) and columns [clo, chi) are in bounds, the others read as zero; fast as for stream_load.
-// ALL_COLS: the caller has checked that every column it reads is in bounds and every 8-column run aligned
-// (the in-bounds version of a streamed loop), so only the row mask remains.
-template <class T, bool COHERENT, bool ALL_COLS = false>
+// (The in-bounds version of a streamed loop uses GlobalACursor instead.)
+template <class T, bool COHERENT>
 struct GlobalA {
   const T* p;
   long long base, ld, cs;
@@ -376,7 +375,6 @@ struct GlobalA {
   __device__ __forceinline__ uint4 vec8(int m, int k) const {
     if (m < rlo || m >= rhi) return make_uint4(0u, 0u, 0u, 0u);
     const T* q = p + (base + m * ld + k * cs);
-    if (ALL_COLS) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
     if (fast && k >= clo && k + 8 <= chi) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
     return ld8_masked<T, COHERENT>(q, cs, clo - k, chi - k);
   }
