@@ -6,17 +6,20 @@
    CUDA graphs; every SwiGLU variant at M = 1 ... 128 against float32, a real-size patched Llama;
 2. the compile-only and emulation tests (test_cuda_codegen.py, test_cuda_emulate.py, test_cuda_kernels.py);
 3. compute-sanitizer memcheck, racecheck and synccheck on a small driver that runs the examples and the
-   ops zoo on the GPU, and the GEMM chain again with weights streamed into registers (when compute-sanitizer
-   is on PATH or under /usr/local/cuda*/bin).
+   ops zoo on the GPU, and the GEMM chain and the SwiGLU again with weights streamed into registers (when
+   compute-sanitizer is on PATH or under /usr/local/cuda*/bin);
+4. with ``--benchmarks swiglu,runtime``: those benchmarks (JSON and plots under ``results/`` in the logs
+   folder), and their headline figures in the summary (best evtdsl variant against torch in a CUDA graph).
 
 Logs go to ``$OUT`` when set (the device runner returns that folder), else to a temporary folder.
 
-    python scripts/gpu_check.py [--no-sanitizer] [--gpu-only] [--step-timeout 500]
+    python scripts/gpu_check.py [--no-sanitizer] [--gpu-only] [--benchmarks swiglu,runtime] [--step-timeout 500]
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import re
 import shutil
@@ -89,13 +92,49 @@ def run_step(name: str, cmd: list[str], logs: Path, env: dict[str, str], timeout
             "detail": detail.strip("= "), "log": str(log)}
 
 
+# name: the benchmark command (run with --out <logs>/results)
+BENCHMARKS = {"swiglu": ["benchmarks/swiglu.py"], "runtime": ["benchmarks/runtime.py"]}
+
+
+def benchmark_summary(name: str, folder: Path) -> list[str]:
+    """Headline lines of the newest JSON a benchmark wrote into ``folder``."""
+    found = sorted(folder.glob(f"{name}-*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return [f"{name}: no JSON written"]
+    res = json.loads(found[-1].read_text())
+    lines = [f"{name} ({found[-1].name}, {res['device']}, copy {res['copy_TBps']:.2f} TB/s):"]
+    if name == "swiglu":
+        for r in res["rows"]:
+            if r["M"] in (1, 16, 64):
+                best = r["variants"].get(r["best"] or "", {})
+                us = best.get("us", float("nan"))
+                lines.append(f"  {r['shape']:8s} M={r['M']:<3d} evtdsl {us:7.1f} us ({best.get('frac_copy', 0):4.0%} of copy)"
+                             f"  torch graph {r['torch_graph_us']:7.1f} us  (speed {r['torch_graph_us'] / us:.2f}x torch's)")
+    elif name == "runtime":
+        for size in dict.fromkeys(r["size"] for r in res["gemv_chain"]):
+            rows = [r for r in res["gemv_chain"] if r["size"] == size and r["M"] == 1]
+            if rows:
+                b = min(rows, key=lambda r: r["us"])
+                lines.append(f"  chain {size} M=1: {b['us']:.1f} us ({b['frac_copy']:.0%} of copy; {b['codegen']}, "
+                             f"{b['config']}, {b['schedule']})  torch graph {b['torch_graph_us']:.1f} us")
+        lines.append(f"  launch: megakernel {res['launch']['megakernel_graph_us']:.1f} us, plain kernel "
+                     f"{res['launch']['plain_kernel_graph_us']:.1f} us (graph replay)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-sanitizer", action="store_true", help="skip the compute-sanitizer runs")
     parser.add_argument("--gpu-only", action="store_true",
                         help="skip the compile and emulation tests (they need no GPU and run in CI)")
+    parser.add_argument("--benchmarks", default="",
+                        help=f"comma-separated benchmarks to run after the checks: {', '.join(BENCHMARKS)}")
     parser.add_argument("--step-timeout", type=int, default=500, help="seconds per step (default 500)")
     args = parser.parse_args(argv)
+    benches = [b for b in args.benchmarks.split(",") if b]
+    unknown = [b for b in benches if b not in BENCHMARKS]
+    if unknown:
+        parser.error(f"--benchmarks: unknown {unknown}; expected names from {list(BENCHMARKS)}")
 
     logs = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="evtdsl-gpu-check-"))
     logs.mkdir(parents=True, exist_ok=True)
@@ -132,11 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_sanitizer:
         print("compute-sanitizer not found: skipping the sanitizer runs")
 
+    summaries = []
+    for b in benches:
+        results.append(run_step(f"benchmark {b}", [py, *BENCHMARKS[b], "--out", str(logs / "results")], logs, env,
+                                args.step_timeout))
+        summaries += benchmark_summary(b, logs / "results")
+
     width = max(len(r["name"]) for r in results)
     print(f"\nevtdsl CUDA backend check (logs in {logs})")
     for r in results:
         status = "PASS" if r["ok"] else f"FAIL ({r['code']})"
         print(f"  {r['name']:<{width}}  {status:<12} {r['seconds']:7.1f} s  {r['detail'][:100]}")
+    for line in summaries:
+        print(line)
     failed = [r for r in results if not r["ok"]]
     print("all steps passed" if not failed else f"{len(failed)} step(s) failed: "
           + ", ".join(f"{r['name']} -> {r['log']}" for r in failed))
