@@ -48,3 +48,54 @@ def test_chain_compiles(name, stream, tmp_path, monkeypatch):
     ck = compile_program(runtime.make_chain(runtime.CHAIN_CONFIGS[name]).ir, arch="sm_90a", stream=stream,
                          inline_tasks=stream)
     assert ck.cubin[:4] == b"\x7fELF"
+
+
+def test_gemv_diagnose_kernels_match_torch():
+    """gemv_diagnose's own megakernels: the GEMV with one task per CTA (tiles dealt p, p + tasks, ...), and the
+    two_phase SwiGLU's phases run alone, at sizes that are not multiples of the tiles."""
+    import gemv_diagnose
+
+    from evtdsl.library import swiglu
+
+    g = torch.Generator().manual_seed(11)
+    m, k, n = 3, 192, 200
+    x = torch.randn(m, k, generator=g).bfloat16()
+    w = (torch.randn(n, k, generator=g) / k**0.5).bfloat16()
+    y = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+    gemv_diagnose.make_gemv_tiles(64, 64, 3)(x, w, y)
+    ref = x.float() @ w.float().T
+    assert float((y.float() - ref).norm() / ref.norm()) < 1e-2
+
+    cfg = swiglu.Config("two_phase", bm=16, bn=32, bk=64, bc=64, chunk=2)
+    gate_up, down = gemv_diagnose.phase_kernels(cfg)
+    n = 160
+    w_gu = (torch.randn(2 * n, k, generator=g) / k**0.5).bfloat16()
+    w_d = (torch.randn(k, n, generator=g) / n**0.5).bfloat16()
+    h = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+    gate_up(x, w_gu, h)
+    gu = (x.float() @ w_gu.float().T).split(n, dim=1)
+    href = (torch.nn.functional.silu(gu[0].bfloat16()) * gu[1].bfloat16()).float()
+    assert float((h.float() - href).norm() / href.norm()) < 1e-2
+    ws = torch.empty(-(-n // (cfg.bn * cfg.chunk)), m, k)
+    y = torch.full((m, k), float("nan"), dtype=torch.bfloat16)
+    down(h, w_d, ws, torch.zeros_like(x), y)
+    yref = h.float() @ w_d.float().T
+    assert float((y.float() - yref).norm() / yref.norm()) < 1e-2
+
+
+def test_gpu_check_summarises_recorded_benchmarks(tmp_path):
+    """scripts/gpu_check.py --benchmarks reads the JSON each benchmark writes: here, recorded H200 runs."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import gpu_check
+
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    shutil.copy(results / "swiglu-h200-20261204-021402.json", tmp_path / "swiglu-20261204-021402.json")
+    shutil.copy(results / "runtime-h200-20261204-010042.json", tmp_path / "runtime-20261204-010042.json")
+    swiglu_lines = gpu_check.benchmark_summary("swiglu", tmp_path)
+    assert "NVIDIA H200" in swiglu_lines[0] and len(swiglu_lines) == 1 + 3 * 3  # 3 shapes x M in (1, 16, 64)
+    assert any("8b       M=1   evtdsl   103.6 us" in ln and "torch graph    95.5 us" in ln for ln in swiglu_lines)
+    runtime_lines = gpu_check.benchmark_summary("runtime", tmp_path)
+    assert any("chain 70B M=1: 259.0 us (86% of copy" in ln for ln in runtime_lines)
+    assert gpu_check.benchmark_summary("runtime", tmp_path / "empty") == ["runtime: no JSON written"]
