@@ -355,12 +355,6 @@ struct SharedA {
   static_assert(LD % 8 == 0, "16-byte rows of A");
   const T* a;
   __device__ __forceinline__ uint4 vec8(int m, int k) const { return ld_shared_vec16(a + m * LD + k); }
-  // rows m0 + g and m0 + g + 8 at column k, for this lane's g
-  __device__ __forceinline__ void rows(int m0, int k, uint4& lo, uint4& hi) const {
-    const int g = (threadIdx.x % 32) >> 2;
-    lo = vec8(m0 + g, k);
-    hi = vec8(m0 + g + 8, k);
-  }
 };
 // GlobalA: a tile read straight from global memory (no ring, so the loop needs no CTA barrier): through L1
 // for a read-only tensor, at L2 for one other tasks write (COHERENT); element (m, k) at p[base + m * ld + k * cs];
@@ -378,16 +372,33 @@ struct GlobalA {
     if (fast && k >= clo && k + 8 <= chi) return COHERENT ? ld_vec16_cg(q) : ld_vec16_l1(q);
     return ld8_masked<T, COHERENT>(q, cs, clo - k, chi - k);
   }
-  __device__ __forceinline__ void rows(int m0, int k, uint4& lo, uint4& hi) const {
-    const int g = (threadIdx.x % 32) >> 2;
-    lo = vec8(m0 + g, k);
-    hi = vec8(m0 + g + 8, k);
-  }
 };
 
-// GlobalA in the in-bounds version of a streamed loop: this lane's rows g and g + 8 of the first iteration's
-// tile, computed once before the loop; at(koff) is the tile koff elements further along k. Row blocks after the
-// first (m0 > 0) add m0 rows; rows outside [rlo, rhi) read as zero.
+// Rows m0 + g and m0 + g + 8 of A at column k, for this lane's g: what a streamed dot's fragments read.
+template <class AT>
+__device__ __forceinline__ void a_rows(const AT& A, int m0, int k, uint4& lo, uint4& hi) {
+  const int g = (threadIdx.x % 32) >> 2;
+  lo = A.vec8(m0 + g, k);
+  hi = A.vec8(m0 + g + 8, k);
+}
+
+// GlobalA in the in-bounds version of a streamed loop: this lane's row g of the first iteration's tile,
+// computed once before the loop; at(koff) is the tile koff elements further along k (GlobalACursorAt). Row
+// blocks after the first (m0 > 0) add m0 rows; rows outside [rlo, rhi) read as zero.
+template <class T, bool COHERENT>
+struct GlobalACursorAt {
+  const T* lo;
+  long long ld;
+  int rlo, rhi;
+};
+template <class T, bool COHERENT>
+__device__ __forceinline__ void a_rows(const GlobalACursorAt<T, COHERENT>& A, int m0, int k, uint4& l, uint4& h) {
+  const int g = (threadIdx.x % 32) >> 2;
+  const T* p = A.lo + m0 * A.ld + k;
+  const bool lo_ok = m0 + g >= A.rlo && m0 + g < A.rhi, hi_ok = m0 + g + 8 >= A.rlo && m0 + g + 8 < A.rhi;
+  l = lo_ok ? (COHERENT ? ld_vec16_cg(p) : ld_vec16_l1(p)) : make_uint4(0u, 0u, 0u, 0u);
+  h = hi_ok ? (COHERENT ? ld_vec16_cg(p + 8 * A.ld) : ld_vec16_l1(p + 8 * A.ld)) : make_uint4(0u, 0u, 0u, 0u);
+}
 template <class T, bool COHERENT>
 struct GlobalACursor {
   const T* lo;
@@ -397,19 +408,7 @@ struct GlobalACursor {
       : ld(ld_), rlo(rlo_), rhi(rhi_) {
     lo = p + (base + ((threadIdx.x % 32) >> 2) * ld);
   }
-  struct At {
-    const T* lo;
-    long long ld;
-    int rlo, rhi;
-    __device__ __forceinline__ void rows(int m0, int k, uint4& l, uint4& h) const {
-      const int g = (threadIdx.x % 32) >> 2;
-      const T* p = lo + m0 * ld + k;
-      const bool lo_ok = m0 + g >= rlo && m0 + g < rhi, hi_ok = m0 + g + 8 >= rlo && m0 + g + 8 < rhi;
-      l = lo_ok ? (COHERENT ? ld_vec16_cg(p) : ld_vec16_l1(p)) : make_uint4(0u, 0u, 0u, 0u);
-      h = hi_ok ? (COHERENT ? ld_vec16_cg(p + 8 * ld) : ld_vec16_l1(p + 8 * ld)) : make_uint4(0u, 0u, 0u, 0u);
-    }
-  };
-  __device__ __forceinline__ At at(int koff) const { return At{lo + koff, ld, rlo, rhi}; }
+  __device__ __forceinline__ GlobalACursorAt<T, COHERENT> at(int koff) const { return {lo + koff, ld, rlo, rhi}; }
 };
 
 // Put the pieces r holds (stream_load of the same shape) in fragment order: each warp writes them to its part of
@@ -436,7 +435,7 @@ __device__ __forceinline__ void stream_stage(const uint4 (&r)[JPW][NJ][StreamSha
   __syncwarp();
 }
 
-// acc += A @ W^T for the pieces stream_stage put in `stage`; A is SharedA, GlobalA or GlobalACursor::At.
+// acc += A @ W^T for the pieces stream_stage put in `stage`; A is SharedA, GlobalA or GlobalACursorAt.
 template <int M, int N, int K, int NT, class T, int NJ, int KS, int JPW, class AT>
 __device__ __forceinline__ void dot_mma_staged(float (&acc)[JPW][NJ][4], const AT& A, const T* stage) {
   using S = StreamShape<M, N, K, NT, NJ, KS>;
@@ -453,7 +452,7 @@ __device__ __forceinline__ void dot_mma_staged(float (&acc)[JPW][NJ][4], const A
     for (int c = 0; c < S::KC; ++c) {
       const int col = slice * S::SEG + 32 * c + 8 * t;
       uint4 lo, hi;
-      A.rows(m0, col, lo, hi);
+      a_rows(A, m0, col, lo, hi);
 #pragma unroll
       for (int j = 0; j < NJ; ++j) {
         const uint4 w = ld_shared_vec16(buf + jj * S::WARP_ELEMS + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
