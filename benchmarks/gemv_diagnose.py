@@ -90,23 +90,31 @@ def use_variant(name: str) -> None:
     swiglu._BUILT.clear()
 
 
-def hand_gemv(x, ws, n, k) -> tuple[float, float]:
-    """(seconds, relative error) of the best hand-written kernel of gemv_paths.py, plain back-to-back launches."""
+def hand_launcher(x, n: int, k: int):
+    """The best hand-written kernel of gemv_paths.py for y = x W^T, W [n, k]: (go(w), y, grid, module); go
+    launches on torch's current stream, so that a CUDA-graph capture records it."""
     mod, fn, smem, per_sm, _ = gemv_paths.build(1, 2, 128, 2)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     tiles = n // (8 * 2 * 4)
     grid = min(tiles, sms * per_sm)
     y = torch.empty(1, n, device="cuda", dtype=torch.float32)
 
-    def go(i):
-        fn((grid,), (256,), (np.uint64(ws[i % len(ws)].data_ptr()), np.uint64(x.data_ptr()), np.uint64(y.data_ptr()),
-                             np.int32(n), np.int32(k), np.int32(1), np.int32(tiles)), shared_mem=smem)
+    def go(w):
+        stream = launch._cupy_stream(torch.cuda.current_stream().cuda_stream)
+        fn((grid,), (256,), (np.uint64(w.data_ptr()), np.uint64(x.data_ptr()), np.uint64(y.data_ptr()),
+                             np.int32(n), np.int32(k), np.int32(1), np.int32(tiles)), shared_mem=smem, stream=stream)
 
-    go(0)
+    return go, y, grid, mod
+
+
+def hand_gemv(x, ws, n, k) -> tuple[float, float]:
+    """(seconds, relative error) of the best hand-written kernel of gemv_paths.py, plain back-to-back launches."""
+    go, y, _, mod = hand_launcher(x, n, k)
+    go(ws[0])
     torch.cuda.synchronize()
     ref = x.float() @ ws[0].float().T
     err = float((y - ref).norm() / ref.norm())
-    t = B.time_callable(lambda: [go(i) for i in range(30)], repeats=7) / 30
+    t = B.time_callable(lambda: [go(ws[i % len(ws)]) for i in range(30)], repeats=7) / 30
     del mod
     return t, err
 
@@ -171,16 +179,7 @@ def part_isolate(res, copy_bw, gen):
     task per CTA (make_gemv_tiles) against one task per tile."""
     k, n, x, ws, ref, nbytes = gemv_inputs(gen)
     out = res["isolate"] = {"N": n, "K": k, "rows": []}
-    mod, fn, smem, per_sm, _ = gemv_paths.build(1, 2, 128, 2)
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    tiles = n // (8 * 2 * 4)
-    grid = min(tiles, sms * per_sm)
-    yf = torch.empty(1, n, device="cuda", dtype=torch.float32)
-
-    def go(w):  # on torch's current stream, so that a CUDA-graph capture records it
-        stream = launch._cupy_stream(torch.cuda.current_stream().cuda_stream)
-        fn((grid,), (256,), (np.uint64(w.data_ptr()), np.uint64(x.data_ptr()), np.uint64(yf.data_ptr()),
-                             np.int32(n), np.int32(k), np.int32(1), np.int32(tiles)), shared_mem=smem, stream=stream)
+    go, yf, grid, mod = hand_launcher(x, n, k)
 
     def row(name, t, err):
         out["rows"].append({"variant": name, "us": t * 1e6, "frac": nbytes / t / copy_bw, "rel_err": err})
@@ -300,14 +299,12 @@ PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=
 
 
 PHASE_VARIANTS = ["ring", "inlined+versioned"]
-# --parts sweep: the two_phase tiles (bn, bk, bc, chunk), streamed, at M = 1 and 16
-# (the first sweep, gemv-diagnose-h200-20261204-020820: bc 64-128 and chunks of 2048-4096 columns best; bc 256 and
-# bk 256, whose tiles do not stream, far behind)
+# --parts sweep: the two_phase tiles (bn, bk, bc, chunk), streamed, at M = 1 and 16, under the pieces-in-flight
+# variants. Earlier sweeps: gemv-diagnose-h200-20261204-020820 (bc 64-128 and chunks of 2048-4096 columns best; bc 256
+# and bk 256, whose tiles do not stream, far behind) and -021121 (bc 64 with chunks 56-224, bc 32 / 96 / 128 at
+# chunk 56: chunk 56, 3584 columns, best)
 SWEEP_VARIANTS = ["inlined+versioned", "inlined+versioned target12", "inlined+versioned target16"]
 SWEEP = [(64, 128, 64, 56), (64, 128, 128, 32), (32, 128, 64, 64)]
-# the second sweep (gemv-diagnose-h200-20261204-021121)
-SWEEP2 = [(64, 128, 64, ch) for ch in (56, 64, 112, 224)] + [(64, 128, 32, 56), (64, 128, 32, 64), (64, 128, 128, 56),
-                                                             (64, 64, 64, 56), (64, 128, 96, 56)]
 
 
 def part_sweep(res, copy_bw, gen):

@@ -85,13 +85,13 @@ L2_PREFETCH: Knob[bool] = _knob(
     "phases already keep HBM busy) and cost up to 3%. Part of the kernel's cache key.")
 STREAM_WEIGHTS: Knob[bool] = _knob(
     "EVTDSL_STREAM_WEIGHTS", False, _flag,
-    "Weights streamed into registers: in a loop that accumulates dot(x_tile, load(w).T) in registers over one "
-    "16-row block (a GEMV at decode sizes), the read-only w tile goes from global memory straight into the "
-    "mma fragments with 16-byte loads an iteration ahead, instead of through a cp.async shared-memory ring. "
-    "Off by default. On an H200 (benchmarks/results/gemv-diagnose-h200-20261204-015830) it reaches 88-93% of the "
-    "copy bandwidth on the 8B gate/up GEMV against the ring's 80-84%, but the 8B SwiGLU only matches the ring "
-    "(110-111 us against 112): the SwiGLU configs of the kernel scheduler choose it per shape (Config.stream, "
-    "the launch option stream). Part of the kernel's cache key.")
+    "Weights streamed into registers: in a loop that accumulates dot(x_tile, load(w).T) in registers over 16-row "
+    "blocks (a GEMV at decode sizes), the read-only w tile goes from global memory into registers with 16-byte "
+    "loads on consecutive bytes, iterations ahead, and into mma-fragment order through a per-warp shared-memory "
+    "buffer, instead of through a cp.async shared-memory ring. The default of the launch option `stream`. Off by "
+    "default: on an H200 it streams the 8B gate/up GEMV at 88-93% of the copy bandwidth against the ring's 80-84% "
+    "(benchmarks/results/gemv-diagnose-h200-20261204-015830), but other kernels have not been measured with it; "
+    "the SwiGLU variants choose it per config (Config.stream). Part of the kernel's cache key.")
 INLINE_TASKS: Knob[bool] = _knob(
     "EVTDSL_INLINE_TASKS", False, _flag,
     "Task bodies inlined into the persistent loop (__forceinline__) instead of called (__noinline__): no call "

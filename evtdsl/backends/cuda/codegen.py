@@ -1020,8 +1020,8 @@ class TaskGen:
                           ) -> dict[int, tuple[N.Op, N.Op]]:
         """The pipelined loads to stream into registers: id(load) -> (load, dot), the load being the B operand ``load(w).T`` of a
         register-resident accumulator over whole 16-row blocks, w a read-only 2-d tensor walked along its last
-        dim, the tile used nowhere else, masked elements zero; at most _STREAM_REGS registers per thread at one
-        iteration ahead. Sets self.ahead: iterations ahead, so that about _STREAM_TARGET_PIECES pieces per thread
+        dim, the tile used nowhere else, masked elements zero; at most _STREAM_REGS registers per thread in one
+        register buffer. Sets self.ahead: iterations ahead, so that about _STREAM_TARGET_PIECES pieces per thread
         are in flight."""
         if not self.kg.stream or self.kg.arch < 80:
             return {}
@@ -1248,7 +1248,7 @@ class TaskGen:
             o_r, o_c = self.offsets(t, x.args[1:])
             cur = self.fresh("xcur")
             coherent = "false" if t.readonly else "true"
-            self.e(f"const evt::GlobalACursor<{ctype(t.type.dtype)}, {coherent}> {cur}({t.cname}.ptr, "
+            self.e(f"const auto {cur} = evt::GlobalACursor<{ctype(t.type.dtype)}, {coherent}>::first({t.cname}.ptr, "
                    f"{o_r} * {t.cname}.stride[0] + {o_c}, {t.cname}.stride[0], "
                    f"static_cast<int>(evt::clampll(-{o_r}, 0, {M})), "
                    f"static_cast<int>(evt::clampll({t.cname}.shape[0] - {o_r}, 0, {M})));")

@@ -480,8 +480,7 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
         raise ArgumentError(f"workers={workers}: at most {capacity} CTAs of kernel {kernel.name} can be resident "
                             f"at once on {device.name} ({loaded.blocks_per_sm} per SM x {device.num_sms} SMs), and "
                             f"a persistent kernel needs all of them resident")
-    stream = _current_stream(kind, first.device)
-    memory = _Memory(kind, first.device, stream)
+    memory = _Memory(kind, first.device, _current_stream(kind, first.device))
     dev_tables = _tables(program, env, arrays, memory, workers, capacity, verify_counts)
     tables = dev_tables.tables
     if tables.workers > capacity:  # a persistent kernel needs every CTA resident

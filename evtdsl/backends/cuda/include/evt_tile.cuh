@@ -382,34 +382,27 @@ __device__ __forceinline__ void a_rows(const AT& A, int m0, int k, uint4& lo, ui
   hi = A.vec8(m0 + g + 8, k);
 }
 
-// GlobalA in the in-bounds version of a streamed loop: this lane's row g of the first iteration's tile,
-// computed once before the loop; at(koff) is the tile koff elements further along k (GlobalACursorAt). Row
-// blocks after the first (m0 > 0) add m0 rows; rows outside [rlo, rhi) read as zero.
+// GlobalA in the in-bounds version of a streamed loop: this lane's row g of the first iteration's tile, computed
+// once before the loop (first); at(koff) is the tile koff elements further along k. Row blocks after the first
+// (m0 > 0) add m0 rows; rows outside [rlo, rhi) read as zero.
 template <class T, bool COHERENT>
-struct GlobalACursorAt {
+struct GlobalACursor {
   const T* lo;
   long long ld;
   int rlo, rhi;
+  static __device__ __forceinline__ GlobalACursor first(const T* p, long long base, long long ld, int rlo, int rhi) {
+    return {p + (base + ((threadIdx.x % 32) >> 2) * ld), ld, rlo, rhi};
+  }
+  __device__ __forceinline__ GlobalACursor at(int koff) const { return {lo + koff, ld, rlo, rhi}; }
 };
 template <class T, bool COHERENT>
-__device__ __forceinline__ void a_rows(const GlobalACursorAt<T, COHERENT>& A, int m0, int k, uint4& l, uint4& h) {
+__device__ __forceinline__ void a_rows(const GlobalACursor<T, COHERENT>& A, int m0, int k, uint4& l, uint4& h) {
   const int g = (threadIdx.x % 32) >> 2;
   const T* p = A.lo + m0 * A.ld + k;
   const bool lo_ok = m0 + g >= A.rlo && m0 + g < A.rhi, hi_ok = m0 + g + 8 >= A.rlo && m0 + g + 8 < A.rhi;
   l = lo_ok ? (COHERENT ? ld_vec16_cg(p) : ld_vec16_l1(p)) : make_uint4(0u, 0u, 0u, 0u);
   h = hi_ok ? (COHERENT ? ld_vec16_cg(p + 8 * A.ld) : ld_vec16_l1(p + 8 * A.ld)) : make_uint4(0u, 0u, 0u, 0u);
 }
-template <class T, bool COHERENT>
-struct GlobalACursor {
-  const T* lo;
-  long long ld;
-  int rlo, rhi;
-  __device__ __forceinline__ GlobalACursor(const T* p, long long base, long long ld_, int rlo_, int rhi_)
-      : ld(ld_), rlo(rlo_), rhi(rhi_) {
-    lo = p + (base + ((threadIdx.x % 32) >> 2) * ld);
-  }
-  __device__ __forceinline__ GlobalACursorAt<T, COHERENT> at(int koff) const { return {lo + koff, ld, rlo, rhi}; }
-};
 
 // Put the pieces r holds (stream_load of the same shape) in fragment order: each warp writes them to its part of
 // `stage` (JPW * StreamShape::WARP_ELEMS elements per warp, 16-byte aligned), only __syncwarp around (the first:
@@ -435,7 +428,7 @@ __device__ __forceinline__ void stream_stage(const uint4 (&r)[JPW][NJ][StreamSha
   __syncwarp();
 }
 
-// acc += A @ W^T for the pieces stream_stage put in `stage`; A is SharedA, GlobalA or GlobalACursorAt.
+// acc += A @ W^T for the pieces stream_stage put in `stage`; A is SharedA, GlobalA or a GlobalACursor at its iteration.
 template <int M, int N, int K, int NT, class T, int NJ, int KS, int JPW, class AT>
 __device__ __forceinline__ void dot_mma_staged(float (&acc)[JPW][NJ][4], const AT& A, const T* stage) {
   using S = StreamShape<M, N, K, NT, NJ, KS>;
