@@ -49,7 +49,8 @@ CHAINS = {"up64x128_down16x512": (64, 128, 16, 512), "up128x64_down16x512": (128
           "up16x512_down16x512": (16, 512, 16, 512)}
 # name: (EVTDSL_STREAM_WEIGHTS, EVTDSL_INLINE_TASKS, versioned loops, iterations ahead or None for the default,
 # the launch options min_blocks (registers bounded for that many CTAs per SM) and num_threads[, the pieces in
-# flight per thread the code generator aims for, codegen._STREAM_TARGET_PIECES, 8 if not given]); "4x128" is four
+# flight per thread the code generator aims for, codegen._STREAM_TARGET_PIECES, 8 if not given[, the runtime
+# headers' macros, codegen._RUNTIME_DEFINES: how waits poll]]); "4x128" is four
 # CTAs of 128 threads per SM instead of two of 256: the same warps, but a CTA between tasks (tables, pipeline
 # fill, notify) leaves three others streaming instead of one
 VARIANTS = {"ring": ("0", "0", True, None, 2, 256), "called+versioned": ("1", "0", True, None, 2, 256),
@@ -58,7 +59,13 @@ VARIANTS = {"ring": ("0", "0", True, None, 2, 256), "called+versioned": ("1", "0
             "ring 4x128": ("0", "0", True, None, 4, 128), "inlined+versioned 4x128": ("1", "1", True, None, 4, 128),
             "ring 3x128": ("0", "0", True, None, 3, 128), "inlined+versioned 3x128": ("1", "1", True, None, 3, 128),
             "inlined+versioned target12": ("1", "1", True, None, 2, 256, 12),
-            "inlined+versioned target16": ("1", "1", True, None, 2, 256, 16)}
+            "inlined+versioned target16": ("1", "1", True, None, 2, 256, 16),
+            # how waits poll (evt_sched.cuh): acquire loads, as before the relaxed polls became the default, and
+            # back-off caps (-031834: relaxed polls 3% faster than acquire ones, caps of 512 / 1024 ns no better)
+            "inlined+versioned acquire": ("1", "1", True, None, 2, 256, 8, {"EVT_SPIN_RELAXED": 0}),
+            "inlined+versioned acquire spin1024": ("1", "1", True, None, 2, 256, 8,
+                                                   {"EVT_SPIN_RELAXED": 0, "EVT_SPIN_MAX_NS": 1024}),
+            "inlined+versioned spin512": ("1", "1", True, None, 2, 256, 8, {"EVT_SPIN_MAX_NS": 512})}
 # the variants each part measures (--variants overrides)
 GEMV_VARIANTS = ["ring", "inlined+versioned", "inlined+versioned-ahead1", "called+versioned"]
 SWIGLU = [swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=32),
@@ -78,13 +85,14 @@ OPTS: dict = {}  # launch options of the current variant
 
 
 def use_variant(name: str) -> None:
-    stream, inline, versioned, ahead, min_blocks, num_threads, *target = VARIANTS[name]
+    stream, inline, versioned, ahead, min_blocks, num_threads, *rest = VARIANTS[name]
     OPTS["min_blocks"], OPTS["num_threads"] = min_blocks, num_threads
     os.environ["EVTDSL_STREAM_WEIGHTS"] = stream
     os.environ["EVTDSL_INLINE_TASKS"] = inline
     # code-generator constants, not in the cache key: each variant has its own cache folder
     codegen._STREAM_VERSIONED, codegen._STREAM_AHEAD = versioned, ahead
-    codegen._STREAM_TARGET_PIECES = target[0] if target else 8
+    codegen._STREAM_TARGET_PIECES = rest[0] if rest else 8
+    codegen._RUNTIME_DEFINES = rest[1] if len(rest) > 1 else {}
     os.environ["EVTDSL_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"evtdsl-diag-{name}")
     launch._MODULES.clear()
     swiglu._BUILT.clear()
@@ -119,9 +127,9 @@ def hand_gemv(x, ws, n, k) -> tuple[float, float]:
     return t, err
 
 
-def gemv_inputs(gen):
-    """The 8B gate/up GEMV at M = 1: (K, N, x, three weight copies beyond the L2, float32 reference, bytes)."""
-    k, n = 4096, 28672
+def gemv_inputs(gen, k=4096, n=28672):
+    """A GEMV at M = 1, by default the 8B gate/up one: (K, N, x, three weight copies beyond the L2, float32
+    reference, bytes)."""
     x = torch.randn(1, k, device="cuda", generator=gen).bfloat16()
     ws = [(torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16() for _ in range(3)]
     return k, n, x, ws, x.float() @ ws[0].float().T, n * k * 2
@@ -150,6 +158,37 @@ def part_gemv(res, copy_bw, gen):
                                     "frac": nbytes / t / copy_bw, "rel_err": err})
                 print(f"GEMV {variant:24s} {bn:3d}x{bk:<3d} {sched:7s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) "
                       f"err {err:.1e}", flush=True)
+
+
+# --parts down: the 8B down projection as a plain GEMV (W [4096, 14336]: rows of 28 KB) per tile shape, each task
+# walking whole rows, so that the shape of the weight and the length of the tasks show apart from the SwiGLU's
+# split over chunks of h
+DOWN_TILES = [(64, 128), (32, 256), (16, 512)]
+
+
+def part_down(res, copy_bw, gen):
+    k, n, x, ws, ref, nbytes = gemv_inputs(gen, k=14336, n=4096)
+    out = res["down"] = {"N": n, "K": k, "rows": []}
+
+    def row(name, t, err):
+        out["rows"].append({"variant": name, "us": t * 1e6, "frac": nbytes / t / copy_bw, "rel_err": err})
+        print(f"down GEMV {name:40s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
+
+    row("torch graph", B.time_graph([lambda w=w: torch.matmul(x, w.T) for w in ws]), 0.0)
+    go, yf, _, mod = hand_launcher(x, n, k)
+    go(ws[0])
+    torch.cuda.synchronize()
+    row("hand-written, graph", B.time_graph([lambda w=w: go(w) for w in ws]), float((yf - ref).norm() / ref.norm()))
+    del mod
+    y = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
+    for variant in GEMV_VARIANTS:
+        use_variant(variant)
+        for bn, bk in DOWN_TILES:
+            mk = gemv_streaming.make_gemv(bn, bk)
+            y.fill_(float("nan"))
+            mk.run(x, ws[0], y, **OPTS)
+            err = float((y.float() - ref).norm() / ref.norm())
+            row(f"{variant} {bn}x{bk}", B.time_graph([lambda w=w: mk.run(x, w, y, sync=False, **OPTS) for w in ws]), err)
 
 
 def make_gemv_tiles(bn: int, bk: int, tasks: int):
@@ -299,7 +338,7 @@ PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=128, chunk=
 
 
 PHASE_VARIANTS = ["ring", "inlined+versioned"]
-# --parts sweep: the two_phase tiles (bn, bk, bc, chunk), streamed, at M = 1 and 16, under the pieces-in-flight
+# --parts sweep: the two_phase tiles (bn, bk, bc, chunk[, bkd]), streamed, at M = 1 and 16, under the pieces-in-flight
 # variants. Earlier sweeps: gemv-diagnose-h200-20261204-020820 (bc 64-128 and chunks of 2048-4096 columns best; bc 256
 # and bk 256, whose tiles do not stream, far behind) and -021121 (bc 64 with chunks 56-224, bc 32 / 96 / 128 at
 # chunk 56: chunk 56, 3584 columns, best)
@@ -309,17 +348,17 @@ SWEEP = [(64, 128, 64, 56), (64, 128, 128, 32), (32, 128, 64, 64)]
 
 def part_sweep(res, copy_bw, gen):
     """Tile configurations of the streamed two_phase SwiGLU at the 8B shape: the whole kernel at M = 1 and 16,
-    and its down phase alone at M = 1."""
+    and each of its phases alone at M = 1."""
     global PHASE_CONFIGS, PHASE_VARIANTS
-    PHASE_CONFIGS = [swiglu.Config("two_phase", bm=16, bn=bn, bk=bk, bc=bc, chunk=ch) for bn, bk, bc, ch in SWEEP]
+    PHASE_CONFIGS = [swiglu.Config("two_phase", 16, *t[:3], chunk=t[3], bkd=t[4] if len(t) > 4 else 0) for t in SWEEP]
     PHASE_VARIANTS = SWEEP_VARIANTS
-    part_phases(res, copy_bw, gen, ms=(1, 16), gate_up=False, dynamic=False)
+    part_phases(res, copy_bw, gen, ms=(1, 16), gate_up=True, dynamic=False)
     res["sweep"] = res.pop("phases")
 
 
 def phase_kernels(cfg: swiglu.Config):
     """Each phase of the two_phase SwiGLU alone: the gate/up tiles (x -> h), and the down tiles with their
-    reduction (h -> y, no waits on gate/up)."""
+    reduction (h -> y, no waits on gate/up). The down phase's arguments are (h, w_down, workspace..., res, y)."""
     gate_up, down, reduce2 = swiglu.two_phase_tasks(cfg, evt.bf16)
     M, K, N, bf16 = swiglu.M, swiglu.K, swiglu.N, evt.bf16
     BQ = cfg.bn * cfg.chunk
@@ -328,11 +367,19 @@ def phase_kernels(cfg: swiglu.Config):
     def gate_up_only(x: evt.Tensor[M, K, bf16], w_gu: evt.Tensor[2 * N, K, bf16], h: evt.Tensor[M, N, bf16]):
         gate_up(x, w_gu, h)
 
+    if reduce2 is None:  # chunk=0: the down tiles write y
+        @evt.megakernel
+        def down_only(h: evt.Tensor[M, N, bf16], w_d: evt.Tensor[K, N, bf16], res: evt.Tensor[M, K, bf16],
+                      y: evt.Tensor[M, K, bf16]):
+            down(h, w_d, res, y)
+
+        return gate_up_only, down_only
+
     @evt.megakernel
     def down_only(h: evt.Tensor[M, N, bf16], w_d: evt.Tensor[K, N, bf16], ws: evt.Tensor[evt.cdiv(N, BQ), M, K, evt.f32],
                   res: evt.Tensor[M, K, bf16], y: evt.Tensor[M, K, bf16]):
         R = evt.EventTensor((evt.cdiv(M, cfg.bm), evt.cdiv(K, cfg.bc)), wait_count=evt.cdiv(N, BQ))
-        down(h, w_d, ws, notify=R["icq->ic"])
+        down(h, w_d, ws, notify=R["iqc->ic"])
         reduce2(ws, res, y, wait=R["ic->ic"])
 
     return gate_up_only, down_only
@@ -376,12 +423,12 @@ def part_phases(res, copy_bw, gen, ms=(1,), gate_up=True, dynamic=True):
             if gate_up:
                 t = B.time_graph([lambda w=w: gu.run(x, w[0], h, sync=False, **OPTS) for w in wsets])
                 row(variant, cfg, "gate/up alone", 2 * k * n * 2, t, err)
-            ws = torch.empty(-(-n // (cfg.bn * cfg.chunk)), m, k, device="cuda", dtype=torch.float32)
+            ws = [torch.empty(-(-n // (cfg.bn * cfg.chunk)), m, k, device="cuda", dtype=torch.float32)] if cfg.chunk else []
             y = torch.empty_like(x)
-            dn.run(h, wsets[0][1], ws, r, y, **OPTS)
+            dn.run(h, wsets[0][1], *ws, r, y, **OPTS)
             yref = h.float() @ wsets[0][1].float().T
             err = float((y.float() - yref).norm() / yref.norm())
-            t = B.time_graph([lambda w=w: dn.run(h, w[1], ws, r, y, sync=False, **OPTS) for w in wsets])
+            t = B.time_graph([lambda w=w: dn.run(h, w[1], *ws, r, y, sync=False, **OPTS) for w in wsets])
             row(variant, cfg, "down alone", k * n * 2, t, err)
 
 
@@ -390,13 +437,21 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--parts", default="gemv,chain,split,swiglu")
     ap.add_argument("--variants", help="comma-separated names of VARIANTS, for every part")
+    ap.add_argument("--sweep", help="the tiles of --parts sweep, as bn:bk:bc:chunk[:bkd][,...] (default: SWEEP)")
     args = ap.parse_args()
+    if args.sweep:
+        try:
+            SWEEP[:] = [tuple(int(v) for v in t.split(":")) for t in args.sweep.split(",")]
+        except ValueError:
+            ap.error(f"--sweep: expected bn:bk:bc:chunk[:bkd][,...] of ints, got {args.sweep!r}")
+        if any(len(t) not in (4, 5) for t in SWEEP):
+            ap.error(f"--sweep: expected four or five ints per tile (bn:bk:bc:chunk[:bkd]), got {args.sweep!r}")
     if args.variants:
         names = args.variants.split(",")
         unknown = [v for v in names if v not in VARIANTS]
         if unknown:
             ap.error(f"--variants: unknown {unknown}; expected names from {list(VARIANTS)}")
-        GEMV_VARIANTS[:], FEW[:], SPLIT_VARIANTS[:] = names, names, names
+        GEMV_VARIANTS[:], FEW[:], SPLIT_VARIANTS[:], SWEEP_VARIANTS[:] = names, names, names, names
     dev = torch.cuda.get_device_name()
     copy_bw = B.copy_bandwidth()
     print(f"{dev}: copy {copy_bw / 1e12:.2f} TB/s", flush=True)
@@ -406,7 +461,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"gemv-diagnose-{time.strftime('%Y%m%d-%H%M%S')}.json"
     parts = {"gemv": part_gemv, "isolate": part_isolate, "chain": part_chain, "split": part_split,
-             "swiglu": part_swiglu, "phases": part_phases, "sweep": part_sweep}
+             "swiglu": part_swiglu, "phases": part_phases, "sweep": part_sweep, "down": part_down}
     for name in args.parts.split(","):
         parts[name](res, copy_bw, gen)
         path.write_text(json.dumps(res, indent=1))

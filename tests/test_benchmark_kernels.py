@@ -81,6 +81,13 @@ def test_gemv_diagnose_kernels_match_torch():
     down(h, w_d, ws, torch.zeros_like(x), y)
     yref = h.float() @ w_d.float().T
     assert float((y.float() - yref).norm() / yref.norm()) < 1e-2
+    # chunk=0: the down tiles reduce whole rows and write y (plus the residual), no workspace
+    _, down_rows = gemv_diagnose.phase_kernels(swiglu.Config("two_phase", bm=16, bn=32, bk=64, bc=64, chunk=0))
+    res = torch.randn(m, k, generator=g).bfloat16()
+    y.fill_(float("nan"))
+    down_rows(h, w_d, res, y)
+    yref = yref + res.float()
+    assert float((y.float() - yref).norm() / yref.norm()) < 1e-2
 
 
 def test_gpu_check_summarises_recorded_benchmarks(tmp_path):

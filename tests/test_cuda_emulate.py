@@ -240,7 +240,7 @@ def case_swiglu(schedule: str) -> None:
         if cfg.bn == 16:
             compare(mk, args, ("y",), schedule, stream=False)
         if schedule == "static" and cfg.bn == 64 and cfg.strategy == "two_phase":
-            # down(i, c, q) waits on chunk q of h, so it prefetches its slice of w_down (rows c*256 ..., columns
+            # down(i, q, c) waits on chunk q of h, so it prefetches its slice of w_down (rows c*256 ..., columns
             # q*128 ... q*128 + 127), 64 columns per part (a part is 32 KB over a 256-row tile), each row's range
             # trimmed to 16-byte boundaries; nothing else is prefetched
             w = args["w_d"]
@@ -273,6 +273,14 @@ def case_swiglu(schedule: str) -> None:
     for m in (20, 37):
         compare(swiglu.megakernel_for(tall, evt.bf16), swiglu_inputs(tall, evt.bf16, m=m, k=256, n=256), ("y",),
                 schedule, nt=256)
+    # down tiles of their own step (bkd): 16 rows of w_down x 512 columns of h per iteration, streamed (split-K
+    # over 8 warps), while the gate/up tiles step by 128; chunk=0: one event for all of h, each down tile
+    # reduces whole rows and writes y
+    rows = swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512)
+    text = codegen.generate(swiglu.megakernel_for(rows, evt.bf16).ir, arch="sm_90a", num_threads=256, stream=True).text
+    assert "evt::StreamCursor<16, 16, 512," in text and "evt::StreamCursor<16, 64, 128," in text
+    compare(swiglu.megakernel_for(rows, evt.bf16), swiglu_inputs(rows, evt.bf16, m=5, k=256, n=512), ("y",),
+            schedule, nt=256)
 
 
 def case_shared_a(schedule: str) -> None:

@@ -31,7 +31,11 @@ def rel(a, b):
 
 
 CONFIGS = [swiglu.Config("fused", bm=16, bn=64), swiglu.Config("two_phase", bm=16, bn=64, chunk=2),
-           swiglu.Config("fused", bm=32, bn=32, bc=64)]
+           swiglu.Config("fused", bm=32, bn=32, bc=64),
+           # down tiles of their own step: 128 columns of h, twice the gate/up tiles' 64
+           swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=2, bkd=128),
+           # one event for all of h: down tiles reduce whole rows of w_down and write y
+           swiglu.Config("two_phase", bm=16, bn=64, bk=64, bc=64, chunk=0, bkd=128)]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
@@ -66,6 +70,11 @@ def test_random_shapes(m, k, n, strategy, dtype, seed):
     (dict(strategy="two_phase", bn=64, chunk=3, bk=128), r"Config.bk: .*= 192.*got bk=128"),
     (dict(strategy="two_phase", stream=2), r"Config.stream: expected 0 or 1, got 2"),
     (dict(strategy="two_phase", stream=True), r"Config.stream: expected 0 or 1, got True"),
+    (dict(strategy="fused", chunk=0), r"Config.chunk: expected a positive int \(or 0 for two_phase\), got 0"),
+    (dict(strategy="two_phase", chunk=-1), r"Config.chunk: expected a positive int \(or 0 for two_phase\), got -1"),
+    (dict(strategy="two_phase", bkd=-64), r"Config.bkd: expected 0 \(bk\) or a positive int, got -64"),
+    (dict(strategy="fused", bkd=128), r"Config.bkd: only two_phase .*got bkd=128 for strategy 'fused'"),
+    (dict(strategy="two_phase", bn=64, chunk=3, bk=64, bkd=128), r"Config.bkd: .*= 192.*got bkd=128"),
 ])
 def test_config_rejects_bad_tiles(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -75,6 +84,12 @@ def test_config_rejects_bad_tiles(kwargs, match):
 def test_config_bk_may_exceed_one_tile_when_the_chunk_holds_it():
     assert swiglu.Config("two_phase", bn=64, chunk=2, bk=128).name == "two_phase_bm16_bn64_bk128_bc256_ch2"
     assert swiglu.Config("fused", bn=32, bk=128).bk == 128
+    wide_down = swiglu.Config("two_phase", bn=64, chunk=8, bk=128, bc=16, bkd=512, stream=1)
+    assert wide_down.name == "two_phase_bm16_bn64_bk128_bc16_ch8_bkd512_stream" and wide_down.down_step == 512
+    assert swiglu.Config("two_phase", bn=64, chunk=2, bk=128).down_step == 128
+    whole = swiglu.Config("two_phase", bn=64, chunk=0, bk=128, bc=16, bkd=512)
+    assert whole.name == "two_phase_bm16_bn64_bk128_bc16_whole_bkd512"
+    assert swiglu.workspace_shapes(whole, 3, 256, 512) == [((3, 512), "x")]
 
 
 def test_module_from_linear_and_residual():

@@ -13,6 +13,10 @@ inline char* dynamic_smem() { return evt_emu::smem; }
 inline int ld_acquire(const int* p) {
   return std::atomic_ref<int>(*const_cast<int*>(p)).load(std::memory_order_acquire);
 }
+inline int ld_relaxed(const int* p) {
+  return std::atomic_ref<int>(*const_cast<int*>(p)).load(std::memory_order_relaxed);
+}
+inline void fence_acquire() { std::atomic_thread_fence(std::memory_order_acquire); }
 inline void st_release(int* p, int v) { std::atomic_ref<int>(*p).store(v, std::memory_order_release); }
 inline int atom_add_acq_rel(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v, std::memory_order_acq_rel); }
 inline unsigned long long globaltimer() {

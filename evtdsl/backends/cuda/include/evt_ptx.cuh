@@ -20,6 +20,16 @@ __device__ __forceinline__ int ld_acquire(const int* p) {
   return v;
 }
 
+// A relaxed poll (no ordering of its own) and the acquire fence that orders what follows once it saw the
+// value: polling this way keeps the acquire's cost off every poll but the last.
+__device__ __forceinline__ int ld_relaxed(const int* p) {
+  int v;
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void fence_acquire() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+
 __device__ __forceinline__ void st_release(int* p, int v) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
