@@ -43,6 +43,13 @@ DEFAULT_CONFIGS = (
     Config("two_phase", bm=16, bn=16, bk=128, bc=64, chunk=64, stream=1),
     # 32-row blocks streamed (the weights cross HBM once per 32 rows of x instead of per 16)
     Config("two_phase", bm=32, bn=32, bk=128, bc=64, chunk=64, stream=1),
+    # down tiles that reduce whole rows of w_down (chunk=0: no partials, no reduce tasks), 128-byte or longer
+    # runs per row (gemv-diagnose-h200-20261204-032407: 98.8 us at the 8B shape, M = 1, against 101.6 us for
+    # the chunked tiles); per shape, enough gate/up tiles (N / bn) and down tiles (K / bc) for the 264 CTAs
+    Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, stream=1, bkd=512),
+    Config("two_phase", bm=16, bn=32, bk=256, bc=16, chunk=0, stream=1, bkd=512),
+    Config("two_phase", bm=16, bn=32, bk=256, bc=32, chunk=0, stream=1, bkd=256),
+    Config("two_phase", bm=16, bn=16, bk=512, bc=32, chunk=0, stream=1, bkd=256),
 )
 CPU_DEFAULT = Config("fused", bm=16, bn=64)
 

@@ -9,7 +9,9 @@ from evtdsl.library import mlp, swiglu  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, chunk=8), swiglu.Config("fused", bm=16, bn=64),
-           swiglu.Config("two_phase", bm=64, bn=64, chunk=8)]
+           swiglu.Config("two_phase", bm=64, bn=64, chunk=8),
+           # streamed, down tiles of 16 rows x 512 columns that reduce whole rows and write y
+           swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1)]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
@@ -61,6 +63,7 @@ def test_weights_streamed_into_registers_match_reference(monkeypatch, stream, m,
     ref = (torch.nn.functional.silu(gg) * uu) @ w_d.float().T + res.float()
     monkeypatch.setenv("EVTDSL_STREAM_WEIGHTS", stream)
     for cfg in (swiglu.Config("two_phase", bm=16, bn=32, bk=128, bc=64, chunk=64),
+                swiglu.Config("two_phase", bm=16, bn=32, bk=128, bc=32, chunk=0, bkd=256),
                 swiglu.Config("fused", bm=16, bn=64)):
         for schedule in ("static", "dynamic"):
             y = mlp.run_variant(cfg, x, w_gu, w_d, res, schedule=schedule)
