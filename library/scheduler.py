@@ -50,6 +50,11 @@ DEFAULT_CONFIGS = (
     Config("two_phase", bm=16, bn=32, bk=256, bc=16, chunk=0, stream=1, bkd=512),
     Config("two_phase", bm=16, bn=32, bk=256, bc=32, chunk=0, stream=1, bkd=256),
     Config("two_phase", bm=16, bn=16, bk=512, bc=32, chunk=0, stream=1, bkd=256),
+    # and over 32 / 64 rows of x: each warp's weight pieces serve every 16-row block of the tile, so the weights
+    # cross HBM once per 32 / 64 rows
+    Config("two_phase", bm=32, bn=64, bk=128, bc=16, chunk=0, stream=1, bkd=512),
+    Config("two_phase", bm=32, bn=32, bk=256, bc=32, chunk=0, stream=1, bkd=256),
+    Config("two_phase", bm=64, bn=64, bk=128, bc=16, chunk=0, stream=1, bkd=512),
 )
 CPU_DEFAULT = Config("fused", bm=16, bn=64)
 

@@ -57,11 +57,13 @@ for inline in ("0", "1"):  # task bodies called, then inlined (EVTDSL_INLINE_TAS
 import evtdsl as evt
 from evtdsl.library import mlp, swiglu
 from test_cuda_emulate import swiglu_inputs
-# and with down tiles that reduce whole rows (chunk=0) in steps of 512 columns of h
+# and with down tiles that reduce whole rows (chunk=0) in steps of 512 columns of h, over 16 and 32 rows of x
 for cfg in (swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=64, chunk=2, stream=1),
-            swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1)):
+            swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1),
+            swiglu.Config("two_phase", bm=32, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1)):
     for k, n in ((256, 512), (192, 320)):
-        T.run_both(swiglu.megakernel_for(cfg, evt.bf16), swiglu_inputs(cfg, evt.bf16, m=3, k=k, n=n), ("y",),
+        m = 20 if cfg.bm > 16 else 3
+        T.run_both(swiglu.megakernel_for(cfg, evt.bf16), swiglu_inputs(cfg, evt.bf16, m=m, k=k, n=n), ("y",),
                    "static", rtol=2e-3, **mlp.codegen_options(cfg))
         print("ok swiglu streamed", cfg.name, k, n, flush=True)
 """

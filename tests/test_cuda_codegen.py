@@ -190,14 +190,17 @@ def kept_mk(x: evt.Tensor[SM, SK, evt.bf16], w: evt.Tensor[SN, SK, evt.bf16], y:
 
 
 def test_weights_stream_into_registers_only_where_they_may(monkeypatch):
-    """Streaming needs 16-row blocks (more than one only where each warp has one job), a read-only weight and a
-    register accumulator; bm=64 with 64-column tiles (two jobs per warp) keeps the ring, and so does a weight
-    that the task also uses for something else."""
+    """Streaming needs 16-row blocks, a read-only weight and a register accumulator whose fragments fit the
+    per-thread budget in the streamed job layout (each warp's column jobs for every row block): bm=64 streams,
+    bm=128 (8 row blocks of gate and up accumulators) keeps the ring, and so does a weight that the task also
+    uses for something else."""
     from evtdsl.library import swiglu
 
     tall = swiglu.megakernel_for(swiglu.Config("two_phase", bm=64, bn=64), evt.bf16).ir
-    assert "stream_load" not in codegen.generate(tall, arch="sm_90a", stream=True).text
-    assert "stream_load" not in codegen.generate(tall, arch="sm_80", stream=True).text
+    text = codegen.generate(tall, arch="sm_90a", stream=True).text
+    assert "stream_load" in text and "evt::frag_load<64, 64, 256, 2, 64, 2, true>" in text
+    taller = swiglu.megakernel_for(swiglu.Config("two_phase", bm=128, bn=64), evt.bf16).ir
+    assert "stream_load" not in codegen.generate(taller, arch="sm_90a", stream=True).text
 
     assert "stream_load" not in codegen.generate(twice_mk.ir, arch="sm_90a", stream=True).text
     # a tile the task reads again after the loop must exist in shared memory

@@ -265,14 +265,21 @@ def case_swiglu(schedule: str) -> None:
     mk = swiglu.megakernel_for(full, evt.bf16)
     assert "allfast" in codegen.generate(mk.ir, arch="sm_90a", num_threads=256, stream=True).text
     compare(mk, swiglu_inputs(full, evt.bf16, m=5, k=256, n=256), ("y",), schedule, nt=256)
-    # 32-row blocks: two mma row blocks per tile, whose jobs load the same weight pieces and their own rows of x
-    # (and h); M = 37 leaves a partial second tile, M = 20 rows past M in the first one
+    # 32- and 64-row blocks: each warp's column job serves every mma row block of the tile (the weight pieces
+    # loaded and staged once, each row block with its own rows of x and h, several jobs per warp at 64 rows);
+    # M = 37 / 50 leave a partial last tile, M = 20 rows past M in the first one
     tall = swiglu.Config("two_phase", bm=32, bn=32, bk=128, bc=64, chunk=4)
     text = codegen.generate(swiglu.megakernel_for(tall, evt.bf16).ir, arch="sm_90a", num_threads=256, stream=True).text
     assert "evt::StreamCursor<32, 32, 128," in text and "evt::StreamCursor<32, 64, 128," in text
     for m in (20, 37):
         compare(swiglu.megakernel_for(tall, evt.bf16), swiglu_inputs(tall, evt.bf16, m=m, k=256, n=256), ("y",),
                 schedule, nt=256)
+    taller = swiglu.Config("two_phase", bm=64, bn=64, bk=128, bc=16, chunk=0, bkd=256)
+    text = codegen.generate(swiglu.megakernel_for(taller, evt.bf16).ir, arch="sm_90a", num_threads=256, stream=True).text
+    assert "evt::StreamCursor<64, 64, 128," in text and "evt::StreamCursor<64, 16, 256," in text
+    assert "float evt_frag4[4][2][4];" in text  # 4 row blocks x one column job per warp
+    compare(swiglu.megakernel_for(taller, evt.bf16), swiglu_inputs(taller, evt.bf16, m=50, k=256, n=256), ("y",),
+            schedule, nt=256)
     # down tiles of their own step (bkd): 16 rows of w_down x 512 columns of h per iteration, streamed (split-K
     # over 8 warps), while the gate/up tiles step by 128; chunk=0: one event for all of h, each down tile
     # reduces whole rows and writes y

@@ -11,7 +11,10 @@ pytestmark = pytest.mark.gpu
 CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, chunk=8), swiglu.Config("fused", bm=16, bn=64),
            swiglu.Config("two_phase", bm=64, bn=64, chunk=8),
            # streamed, down tiles of 16 rows x 512 columns that reduce whole rows and write y
-           swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1)]
+           swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1),
+           # and over 32 / 64 rows of x (each warp's weight pieces serve every 16-row block)
+           swiglu.Config("two_phase", bm=32, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1),
+           swiglu.Config("two_phase", bm=64, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1)]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)

@@ -985,18 +985,21 @@ class TaskGen:
         self.e.close()
 
     # -- weights streamed into registers ------------------------------------------------------------
+    # A streamed dot's warp jobs are column jobs (n-group, split-K slice), each for every 16-row block of M in
+    # turn (evt::MmaJobs with RBI when M > 16): the weight pieces a column job loads serve all its row blocks.
     def _stream_nj(self, M: int, Nn: int, K: int) -> int:
         """n8 blocks per job of a streamed dot: two (16 rows of W per warp measured fastest,
-        benchmarks/gemv_paths.py) where they divide the tile and still give every warp a job, else one."""
+        benchmarks/gemv_paths.py) where they divide the tile and still give every warp a column job, else one."""
         nw = self.nt // 32
-        if (Nn // 8) % 2 == 0 and (M // 16) * (Nn // 16) * self._stream_ks(M, Nn, K, 2) >= nw:
+        if (Nn // 8) % 2 == 0 and (Nn // 16) * self._stream_ks(M, Nn, K, 2) >= nw:
             return 2
         return 1
 
     def _stream_ks(self, M: int, Nn: int, K: int, nj: int) -> int:
-        """Split-K of a streamed dot with ``nj`` n8 blocks per job: as _mma_ks, in whole 32-wide chunks."""
-        nw, blocks, ks = self.nt // 32, (M // 16) * (Nn // (8 * nj)), 1
-        while blocks * ks * 2 <= nw and K % (32 * ks * 2) == 0:
+        """Split-K of a streamed dot with ``nj`` n8 blocks per job: doubled while the column jobs still fit the
+        warps, in whole 32-wide chunks."""
+        nw, groups, ks = self.nt // 32, Nn // (8 * nj), 1
+        while groups * ks * 2 <= nw and K % (32 * ks * 2) == 0:
             ks *= 2
         return ks
 
@@ -1005,8 +1008,11 @@ class TaskGen:
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
         nj = self._stream_nj(M, Nn, K)
         ks = self._stream_ks(M, Nn, K, nj)
-        jpw = -(-((M // 16) * (Nn // (8 * nj)) * ks) // (self.nt // 32))
-        return M, Nn, K, nj, ks, jpw
+        return M, Nn, K, nj, ks, (M // 16) * self._stream_cpw(Nn, nj, ks)
+
+    def _stream_cpw(self, Nn: int, nj: int, ks: int) -> int:
+        """Column jobs per warp of a streamed dot (evt::MmaJobs::CPW): register buffers and stages hold this many."""
+        return -(-(Nn // (8 * nj)) * ks // (self.nt // 32))
 
     @staticmethod
     def _stream_operand(d: N.Op, names: dict[str, N.Op]) -> N.Op | None:
@@ -1052,22 +1058,25 @@ class TaskGen:
                  and self.lookup(b.target) is None}
         out: dict[int, tuple[N.Op, N.Op]] = {}
         regs = 0
+        # the accumulators' floats per thread: each in the ring's job layout (register_accumulators' budget),
+        # or in the streamed one once its dot streams
+        floats = sum(self._mma_acc_floats(d) for _, _, d in accs)
         for _, _, d in accs:
             w = self._stream_operand(d, names)
             if w is None or id(w) not in cand or uses.get(id(w), 0) != 1 or uses.get(id(d.args[1]), 0) != 1:
                 continue
             t = self.tensors[w.args[0].name]
             M, Nn, K, nj, ks, jpw = self._stream_shape(d)
-            # several 16-row blocks only with one job per warp: a warp's second job could be the same weight
-            # pieces for another row block, loaded twice into its registers
-            if (not t.readonly or t.type.ndim != 2 or M % 16 or (M > 16 and jpw > 1) or K % 32
+            if (not t.readonly or t.type.ndim != 2 or M % 16 or K % 32
                     or w.attr("other", 0) != 0
                     or w.type.shape != (Nn, K) or _moves_leading_dims(w, s.var)):
                 continue
-            r = jpw * nj * (K // ks // 32) * 4  # one register buffer
-            if regs + r > _STREAM_REGS:
+            r = self._stream_cpw(Nn, nj, ks) * nj * (K // ks // 32) * 4  # one register buffer
+            f = jpw * nj * 4 - self._mma_acc_floats(d)  # the accumulator's floats, streamed layout over ring's
+            if regs + r > _STREAM_REGS or floats + f > _REG_ACC_FLOATS:
                 continue
             regs += r
+            floats += f
             out[id(w)] = (w, d)
         pieces = regs // 4
         # the targets hold for two CTAs per SM; a kernel bounded for one (min_blocks=1, up to 255 registers a
@@ -1141,9 +1150,9 @@ class TaskGen:
         self.e.close()
 
     def _stream_stage_elems(self, d: N.Op) -> int:
-        """Elements of one warp's transposition buffer for streamed dot d (JPW * StreamShape::WARP_ELEMS)."""
+        """Elements of one warp's transposition buffer for streamed dot d (CPW * StreamShape::WARP_ELEMS)."""
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
-        return jpw * 8 * nj * (-(-(K // ks) * 2 // 128) * 128 + 64) // 2
+        return self._stream_cpw(Nn, nj, ks) * 8 * nj * (-(-(K // ks) * 2 // 128) * 128 + 64) // 2
 
     def _stream_decl(self, d: N.Op, name: str) -> None:
         M, Nn, K, nj, ks, jpw = self._stream_shape(d)
@@ -1165,8 +1174,11 @@ class TaskGen:
                    f"bytes, {self.ahead} iteration(s) ahead, in {len(names)} register buffer(s); each iteration "
                    "first puts its pieces in fragment order through the warp's part of the transposition buffer, "
                    "then loads the pieces of iteration k + ahead into the registers they left")
-            self.e(f"static_assert({jpw} * evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::WARP_ELEMS <= "
-                   f"{elems}, \"transposition buffer\");")
+            self.e(f"static_assert(evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::J::CPW * "
+                   f"evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::WARP_ELEMS <= {elems}, "
+                   "\"transposition buffer\");")
+            self.e(f"static_assert(evt::StreamShape<{M}, {Nn}, {K}, {self.nt}, {nj}, {ks}>::J::JPW == {jpw}, "
+                   "\"jobs per warp\");")
             for b in names:
                 self._stream_decl(d, b)
             for a in range(self.ahead):
@@ -1550,6 +1562,13 @@ class TaskGen:
             ks *= 2
         return ks
 
+    def _mma_acc_floats(self, d: N.Op) -> int:
+        """Floats per thread of dot d's register-resident accumulator in the ring's job layout (evt::MmaJobs)."""
+        (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+        nj = self._mma_nj(M, Nn)
+        jobs = (M // 16) * (Nn // (8 * nj)) * self._mma_ks(M, Nn, K)
+        return -(-jobs // (self.nt // 32)) * nj * 4
+
     def _mma_by_type(self, a_t: DType, b_t: DType, M: int, K: int, Nn: int) -> bool:
         return (self.kg.arch >= 80 and a_t == b_t and a_t in (dt.bf16, dt.f16)
                 and M % 16 == 0 and Nn % 8 == 0 and K % 16 == 0)
@@ -1607,9 +1626,7 @@ class TaskGen:
             if any(b.target in _var_names(x) for x in others) or any(
                     isinstance(o, N.Assign) and o.target == b.target and o is not b for o in _walk_stmts(s.body)):
                 continue
-            nj = self._mma_nj(M, Nn)
-            jobs = (M // 16) * (Nn // (8 * nj)) * self._mma_ks(M, Nn, K)
-            n = -(-jobs // (self.nt // 32)) * nj * 4
+            n = self._mma_acc_floats(d)
             if floats + n > _REG_ACC_FLOATS:
                 continue
             floats += n
@@ -1621,29 +1638,29 @@ class TaskGen:
         streamed = {id(d) for _, d in (streams or {}).values()}
         for name, buf, d in accs:
             (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
+            rbi = ""  # the job layout: the streamed one has each warp's column jobs for every row block
             if id(d) in streamed:
-                nj = self._stream_nj(M, Nn, K)
-                ks = self._stream_ks(M, Nn, K, nj)
+                _, _, _, nj, ks, jpw = self._stream_shape(d)
+                rbi = ", true" if M > 16 else ""
             else:
                 nj, ks = self._mma_nj(M, Nn), self._mma_ks(M, Nn, K)
-            jobs = (M // 16) * (Nn // (8 * nj)) * ks
-            jpw = -(-jobs // (self.nt // 32))
+                jpw = -(-((M // 16) * (Nn // (8 * nj)) * ks) // (self.nt // 32))
             frag = self.fresh("frag")
             self.haz.op((buf.region,), ())
             split = f", split-K over {ks} warps" if ks > 1 else ""
             self.e(f"float {frag}[{jpw}][{nj}][4];  // {name}, register-resident in this loop{split}")
-            self.e(f"evt::frag_load<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}, {ks}>({frag}, {buf.ptr});")
-            self.reg_accs[id(d)] = (frag, buf, nj, ks)
+            self.e(f"evt::frag_load<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}, {ks}{rbi}>({frag}, {buf.ptr});")
+            self.reg_accs[id(d)] = (frag, buf, nj, ks, rbi)
 
     def close_register_accumulators(self, accs: list[tuple[str, Buffer, N.Op]]) -> None:
         for name, buf, d in accs:
-            frag, _, nj, ks = self.reg_accs.pop(id(d))
+            frag, _, nj, ks, rbi = self.reg_accs.pop(id(d))
             (M, _), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
             self.haz.op((), (buf.region,))
-            self.e(f"evt::frag_store<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}, {ks}>({frag}, {buf.ptr});")
+            self.e(f"evt::frag_store<{M}, {Nn}, {self.nt}, {nj}, {buf.strides[0]}, {ks}{rbi}>({frag}, {buf.ptr});")
 
     def dot_into_registers(self, d: N.Op) -> None:
-        frag, _, nj, ks = self.reg_accs[id(d)]
+        frag, _, nj, ks, _ = self.reg_accs[id(d)]
         stage = next((st for _, sd, st in self.streamed.values() if sd is d), None)
         if stage is not None:
             self.dot_streamed(d, frag, stage)

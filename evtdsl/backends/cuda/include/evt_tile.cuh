@@ -126,28 +126,43 @@ __device__ __forceinline__ void mma_block(float (&acc)[NJ][4], const T* A, const
 }
 
 // KS warps per output block (split-K): job = block + slice * BLOCKS.
-template <int M, int N, int NT, int NJ, int KS = 1>
+// RBI (row blocks inner, for streamed dots over several 16-row blocks): a column job is (column group, slice);
+// warp w takes column jobs w, w + NW, ... and each of them for every row block in turn (job jj: column job
+// w + (jj / MT) * NW, row block jj % MT), so that the weight pieces a column job loads serve all its row
+// blocks from the warp's own registers. CPW: column jobs per warp; slot(jj): jj's column job among them;
+// loads(jj): whether jj is the first job of its column job (the one that loads and stages its pieces).
+template <int M, int N, int NT, int NJ, int KS = 1, bool RBI = false>
 struct MmaJobs {
-  static constexpr int NW = NT / 32, NG = N / (8 * NJ), BLOCKS = (M / 16) * NG, JOBS = BLOCKS * KS,
-                       JPW = (JOBS + NW - 1) / NW;
-  static_assert(KS == 1 || JOBS <= NW, "split-K gives each warp one job at most");
+  static constexpr int NW = NT / 32, MT = M / 16, NG = N / (8 * NJ), BLOCKS = MT * NG, JOBS = BLOCKS * KS,
+                       CJ = NG * KS, CPW = RBI ? (CJ + NW - 1) / NW : (JOBS + NW - 1) / NW,
+                       JPW = RBI ? MT * CPW : CPW;
+  static_assert(KS == 1 || (RBI ? CJ : JOBS) <= NW, "split-K gives each warp one (column) job at most");
   // This warp's job jj: false past the last job; otherwise its output block and split-K slice.
   static __device__ __forceinline__ bool at(int jj, int& blk, int& slice) {
+    if (RBI) {
+      const int cj = static_cast<int>(threadIdx.x) / 32 + (jj / MT) * NW;
+      if (CJ % NW != 0 && cj >= CJ) return false;
+      blk = (jj % MT) * NG + cj % NG;
+      slice = cj / NG;
+      return true;
+    }
     const int job = static_cast<int>(threadIdx.x) / 32 + jj * NW;
     if (JOBS % NW != 0 && job >= JOBS) return false;
     blk = job % BLOCKS;
     slice = job / BLOCKS;
     return true;
   }
+  static __device__ __forceinline__ constexpr bool loads(int jj) { return !RBI || jj % MT == 0; }
+  static __device__ __forceinline__ constexpr int slot(int jj) { return RBI ? jj / MT : jj; }
 };
 
 // Register-resident accumulator: acc[jj] holds job warp + jj * NW of C (M x N, float) in fragment layout;
 // frag_load / frag_store move it from / to a row-major float tile with leading dimension LDC. With split-K,
 // slice 0 starts from C and the others from zero; frag_store writes slice 0, then adds slices 1 ... KS - 1 in
 // order (a barrier between them): the sum is the same on every run.
-template <int M, int N, int NT, int NJ, int LDC, bool STORE, int KS, int JPW>
+template <int M, int N, int NT, int NJ, int LDC, bool STORE, int KS, bool RBI, int JPW>
 __device__ __forceinline__ void frag_move(float (&acc)[JPW][NJ][4], float* C) {
-  using J = MmaJobs<M, N, NT, NJ, KS>;
+  using J = MmaJobs<M, N, NT, NJ, KS, RBI>;
   const int lane = threadIdx.x % 32;
   const int r = lane >> 2, c = (lane & 3) * 2;
 #pragma unroll
@@ -184,13 +199,13 @@ __device__ __forceinline__ void frag_move(float (&acc)[JPW][NJ][4], float* C) {
     }
   }
 }
-template <int M, int N, int NT, int NJ, int LDC, int KS, int JPW>
+template <int M, int N, int NT, int NJ, int LDC, int KS, bool RBI = false, int JPW>
 __device__ __forceinline__ void frag_load(float (&acc)[JPW][NJ][4], const float* C) {
-  frag_move<M, N, NT, NJ, LDC, false, KS>(acc, const_cast<float*>(C));
+  frag_move<M, N, NT, NJ, LDC, false, KS, RBI>(acc, const_cast<float*>(C));
 }
-template <int M, int N, int NT, int NJ, int LDC, int KS, int JPW>
+template <int M, int N, int NT, int NJ, int LDC, int KS, bool RBI = false, int JPW>
 __device__ __forceinline__ void frag_store(float (&acc)[JPW][NJ][4], float* C) {
-  frag_move<M, N, NT, NJ, LDC, true, KS>(acc, C);
+  frag_move<M, N, NT, NJ, LDC, true, KS, RBI>(acc, C);
 }
 
 // acc (register-resident, as above) += A @ B; with split-K, job slice s takes k in [s K / KS, (s + 1) K / KS).
@@ -219,8 +234,9 @@ __device__ __forceinline__ void dot_mma_regs(float (&acc)[JPW][NJ][4], const T* 
 // two k16 steps: lane (g, t) takes W[n0 + 8j + g][kc + 8t .. kc + 8t + 7] from the buffer, and step s in
 // {0, 1} of the chunk uses k = kc + 8t + 4s + {0..3} in the fragment slots of k = {2t, 2t + 1, 2t + 8, 2t + 9};
 // A (SharedA or GlobalA) is read with the same permutation, so the sum over k is unchanged (only its order
-// differs from the ldmatrix path). M may hold several 16-row blocks: the jobs of different row blocks load the
-// same pieces of W (the second load is an L2 hit, HBM reads W once), each with its own rows of A.
+// differs from the ldmatrix path). M may hold several 16-row blocks: then each warp's jobs are a column job for
+// every row block in turn (MmaJobs with RBI), so the warp loads and stages the column job's pieces of W once
+// and multiplies them by each row block's rows of A.
 
 // 8 16-bit values as the 16 bytes a vector load of them would give.
 __device__ __forceinline__ uint4 pack8(const unsigned short (&e)[8]) {
@@ -248,7 +264,7 @@ __device__ __forceinline__ long long clampll(long long v, long long lo, long lon
 
 template <int M, int N, int K, int NT, int NJ, int KS>
 struct StreamShape {
-  using J = MmaJobs<M, N, NT, NJ, KS>;
+  using J = MmaJobs<M, N, NT, NJ, KS, (M > 16)>;  // several row blocks: each warp's pieces serve all of them
   static constexpr int SEG = K / KS;          // k values of a job per iteration
   static constexpr int KC = SEG / 32;         // 32-wide k chunks per job and iteration
   static constexpr int R = 8 * NJ;            // rows of W per job
@@ -281,7 +297,7 @@ __device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
-    if (!J::at(jj, blk, slice)) continue;
+    if (!J::loads(jj) || !J::at(jj, blk, slice)) continue;
     const int n0 = (blk % J::NG) * S::R;
 #pragma unroll
     for (int q = 0; q < S::NQ; ++q) {
@@ -306,7 +322,7 @@ __device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
-    if (!J::at(jj, blk, slice)) continue;
+    if (!J::loads(jj) || !J::at(jj, blk, slice)) continue;
     const T* p = W + (base + ((blk % J::NG) * S::R) * ld + slice * S::SEG);
 #pragma unroll
     for (int q = 0; q < S::NQ; ++q)
@@ -331,7 +347,7 @@ struct StreamCursor {
     for (int jj = 0; jj < JPW; ++jj) {
       int blk, slice;
       p[jj] = W;
-      if (J::at(jj, blk, slice))
+      if (J::loads(jj) && J::at(jj, blk, slice))
         p[jj] = W + (base + ((blk % J::NG) * S::R + S::row(0, lane)) * ld + slice * S::SEG + S::col(0, lane));
     }
   }
@@ -339,7 +355,7 @@ struct StreamCursor {
 #pragma unroll
     for (int jj = 0; jj < JPW; ++jj) {
       int blk, slice;
-      if (!J::at(jj, blk, slice)) continue;
+      if (!J::loads(jj) || !J::at(jj, blk, slice)) continue;
       const T* b = p[jj] + koff;
 #pragma unroll
       for (int q = 0; q < S::NQ; ++q)
@@ -405,7 +421,7 @@ __device__ __forceinline__ void a_rows(const GlobalACursor<T, COHERENT>& A, int 
 }
 
 // Put the pieces r holds (stream_load of the same shape) in fragment order: each warp writes them to its part of
-// `stage` (JPW * StreamShape::WARP_ELEMS elements per warp, 16-byte aligned), only __syncwarp around (the first:
+// `stage` (MmaJobs::CPW * StreamShape::WARP_ELEMS elements per warp, 16-byte aligned), only __syncwarp around (the first:
 // the warp is done reading what its part held before). After it, r is free: the loop loads the pieces of a later
 // iteration into the same registers while the dot reads the stage, so a loop keeps one register buffer per
 // iteration in flight and none for the iteration it computes.
@@ -414,15 +430,15 @@ __device__ __forceinline__ void stream_stage(const uint4 (&r)[JPW][NJ][StreamSha
   using S = StreamShape<M, N, K, NT, NJ, KS>;
   using J = typename S::J;
   const int lane = threadIdx.x % 32;
-  T* buf = stage + (threadIdx.x / 32) * (JPW * S::WARP_ELEMS);
+  T* buf = stage + (threadIdx.x / 32) * (J::CPW * S::WARP_ELEMS);
   __syncwarp();
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
-    if (!J::at(jj, blk, slice)) continue;
+    if (!J::loads(jj) || !J::at(jj, blk, slice)) continue;
 #pragma unroll
     for (int q = 0; q < S::NQ; ++q)
-      st_shared_vec16(buf + jj * S::WARP_ELEMS + S::row(q, lane) * S::PITCH + S::col(q, lane),
+      st_shared_vec16(buf + J::slot(jj) * S::WARP_ELEMS + S::row(q, lane) * S::PITCH + S::col(q, lane),
                       r[jj][q / S::KC][q % S::KC]);
   }
   __syncwarp();
@@ -435,7 +451,7 @@ __device__ __forceinline__ void dot_mma_staged(float (&acc)[JPW][NJ][4], const A
   using J = typename S::J;
   const int lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
-  const T* buf = stage + (threadIdx.x / 32) * (JPW * S::WARP_ELEMS);
+  const T* buf = stage + (threadIdx.x / 32) * (J::CPW * S::WARP_ELEMS);
 #pragma unroll
   for (int jj = 0; jj < JPW; ++jj) {
     int blk, slice;
@@ -448,7 +464,7 @@ __device__ __forceinline__ void dot_mma_staged(float (&acc)[JPW][NJ][4], const A
       a_rows(A, m0, col, lo, hi);
 #pragma unroll
       for (int j = 0; j < NJ; ++j) {
-        const uint4 w = ld_shared_vec16(buf + jj * S::WARP_ELEMS + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
+        const uint4 w = ld_shared_vec16(buf + J::slot(jj) * S::WARP_ELEMS + (8 * j + g) * S::PITCH + 32 * c + 8 * t);
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
           const unsigned a[4] = {s ? lo.z : lo.x, s ? hi.z : hi.x, s ? lo.w : lo.y, s ? hi.w : hi.y};
