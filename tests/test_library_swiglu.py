@@ -156,6 +156,16 @@ def test_scheduler_profiles(tmp_path, monkeypatch):
     assert saved[scheduler.key("Some GPU", 4096, 14336, "bf16", 8)]["us"]["torch"] == pytest.approx(10e6)
 
 
+def test_scheduler_keeps_torch_unless_a_variant_wins_by_the_margin():
+    edge = 10.0 * (1 - scheduler.MARGIN)
+    assert scheduler.choose({"torch": 10.0, "a": 9.9, "b": 9.8}) == scheduler.TORCH  # inside the noise
+    assert scheduler.choose({"torch": 10.0, "a": edge, "b": 11.0}) == "a"
+    assert scheduler.choose({"torch": 10.0, "a": None}) == scheduler.TORCH
+    assert scheduler.choose({"torch": None, "a": 12.0}) == "a"  # torch ruled out: the only valid time
+    with pytest.raises(ValueError, match="no valid time"):
+        scheduler.choose({"torch": None, "a": None})
+
+
 def _tiny_llama():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
