@@ -50,7 +50,7 @@ class Config:
             raise ValueError(f"Config.strategy: expected 'fused' or 'two_phase', got {self.strategy!r}")
         for field in ("bm", "bn", "bk", "bc", "chunk"):
             value = getattr(self, field)
-            if field == "chunk" and self.strategy == "two_phase" and value == 0:
+            if field == "chunk" and self.strategy == "two_phase" and type(value) is int and value == 0:
                 continue  # one chunk: all of h
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 what = "a positive int (or 0 for two_phase)" if field == "chunk" else "a positive int"

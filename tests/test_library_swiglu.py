@@ -72,6 +72,7 @@ def test_random_shapes(m, k, n, strategy, dtype, seed):
     (dict(strategy="two_phase", stream=True), r"Config.stream: expected 0 or 1, got True"),
     (dict(strategy="fused", chunk=0), r"Config.chunk: expected a positive int \(or 0 for two_phase\), got 0"),
     (dict(strategy="two_phase", chunk=-1), r"Config.chunk: expected a positive int \(or 0 for two_phase\), got -1"),
+    (dict(strategy="two_phase", chunk=False), r"Config.chunk: expected .*, got False"),
     (dict(strategy="two_phase", bkd=-64), r"Config.bkd: expected 0 \(bk\) or a positive int, got -64"),
     (dict(strategy="fused", bkd=128), r"Config.bkd: only two_phase .*got bkd=128 for strategy 'fused'"),
     (dict(strategy="two_phase", bn=64, chunk=3, bk=64, bkd=128), r"Config.bkd: .*= 192.*got bkd=128"),

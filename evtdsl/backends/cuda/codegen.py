@@ -987,15 +987,15 @@ class TaskGen:
     # -- weights streamed into registers ------------------------------------------------------------
     # A streamed dot's warp jobs are column jobs (n-group, split-K slice), each for every 16-row block of M in
     # turn (evt::MmaJobs with RBI when M > 16): the weight pieces a column job loads serve all its row blocks.
-    def _stream_nj(self, M: int, Nn: int, K: int) -> int:
+    def _stream_nj(self, Nn: int, K: int) -> int:
         """n8 blocks per job of a streamed dot: two (16 rows of W per warp measured fastest,
         benchmarks/gemv_paths.py) where they divide the tile and still give every warp a column job, else one."""
         nw = self.nt // 32
-        if (Nn // 8) % 2 == 0 and (Nn // 16) * self._stream_ks(M, Nn, K, 2) >= nw:
+        if (Nn // 8) % 2 == 0 and (Nn // 16) * self._stream_ks(Nn, K, 2) >= nw:
             return 2
         return 1
 
-    def _stream_ks(self, M: int, Nn: int, K: int, nj: int) -> int:
+    def _stream_ks(self, Nn: int, K: int, nj: int) -> int:
         """Split-K of a streamed dot with ``nj`` n8 blocks per job: doubled while the column jobs still fit the
         warps, in whole 32-wide chunks."""
         nw, groups, ks = self.nt // 32, Nn // (8 * nj), 1
@@ -1006,8 +1006,8 @@ class TaskGen:
     def _stream_shape(self, d: N.Op) -> tuple[int, int, int, int, int, int]:
         """(M, N, K, NJ, KS, JPW) of a streamed dot."""
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
-        nj = self._stream_nj(M, Nn, K)
-        ks = self._stream_ks(M, Nn, K, nj)
+        nj = self._stream_nj(Nn, K)
+        ks = self._stream_ks(Nn, K, nj)
         return M, Nn, K, nj, ks, (M // 16) * self._stream_cpw(Nn, nj, ks)
 
     def _stream_cpw(self, Nn: int, nj: int, ks: int) -> int:
@@ -1562,12 +1562,14 @@ class TaskGen:
             ks *= 2
         return ks
 
+    def _mma_jpw(self, M: int, Nn: int, K: int) -> int:
+        """Jobs per warp of a register-resident accumulator in the ring's job layout (evt::MmaJobs::JPW)."""
+        return -(-((M // 16) * (Nn // (8 * self._mma_nj(M, Nn))) * self._mma_ks(M, Nn, K)) // (self.nt // 32))
+
     def _mma_acc_floats(self, d: N.Op) -> int:
-        """Floats per thread of dot d's register-resident accumulator in the ring's job layout (evt::MmaJobs)."""
+        """Floats per thread of dot d's register-resident accumulator in the ring's job layout."""
         (M, K), (_, Nn) = d.args[0].type.shape, d.args[1].type.shape
-        nj = self._mma_nj(M, Nn)
-        jobs = (M // 16) * (Nn // (8 * nj)) * self._mma_ks(M, Nn, K)
-        return -(-jobs // (self.nt // 32)) * nj * 4
+        return self._mma_jpw(M, Nn, K) * self._mma_nj(M, Nn) * 4
 
     def _mma_by_type(self, a_t: DType, b_t: DType, M: int, K: int, Nn: int) -> bool:
         return (self.kg.arch >= 80 and a_t == b_t and a_t in (dt.bf16, dt.f16)
@@ -1643,8 +1645,7 @@ class TaskGen:
                 _, _, _, nj, ks, jpw = self._stream_shape(d)
                 rbi = ", true" if M > 16 else ""
             else:
-                nj, ks = self._mma_nj(M, Nn), self._mma_ks(M, Nn, K)
-                jpw = -(-((M // 16) * (Nn // (8 * nj)) * ks) // (self.nt // 32))
+                nj, ks, jpw = self._mma_nj(M, Nn), self._mma_ks(M, Nn, K), self._mma_jpw(M, Nn, K)
             frag = self.fresh("frag")
             self.haz.op((buf.region,), ())
             split = f", split-K over {ks} warps" if ks > 1 else ""

@@ -156,7 +156,8 @@ struct MmaJobs {
   static __device__ __forceinline__ constexpr int slot(int jj) { return RBI ? jj / MT : jj; }
 };
 
-// Register-resident accumulator: acc[jj] holds job warp + jj * NW of C (M x N, float) in fragment layout;
+// Register-resident accumulator: acc[jj] holds this warp's job jj of C (MmaJobs::at; RBI for streamed dots
+// over several row blocks; M x N, float) in fragment layout;
 // frag_load / frag_store move it from / to a row-major float tile with leading dimension LDC. With split-K,
 // slice 0 starts from C and the others from zero; frag_store writes slice 0, then adds slices 1 ... KS - 1 in
 // order (a barrier between them): the sum is the same on every run.
