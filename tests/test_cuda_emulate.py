@@ -78,9 +78,10 @@ def build(program, debug: bool = False, nt: int = NT, stream: bool = True):
 
 
 def run_emulated(mk, args: list, schedule: str = "static", debug: bool = False, verify_counts: bool = True,
-                 nt: int = NT, stream: bool = True):
+                 nt: int = NT, stream: bool = True, trace: np.ndarray | None = None):
     """Launch ``mk`` on host arrays (written in place) as one CTA of ``nt`` threads; returns (tables, final
-    state) and raises the error the kernel recorded, as the GPU launch does."""
+    state) and raises the error the kernel recorded, as the GPU launch does. ``trace``: int64 zeros, 4 per
+    task instance, that the kernel fills with its task timeline."""
     program = mk.ir
     lib, src = build(program, debug, nt, stream)
     arrays = {p.name: a for p, a in zip(program.params, args) if isinstance(p.type, TensorType)}
@@ -93,7 +94,7 @@ def run_emulated(mk, args: list, schedule: str = "static", debug: bool = False, 
     ptrs = {n: a.ctypes.data for n, a in tables.arrays.items()}
     tensors = {n: (a.ctypes.data, a.shape, tuple(s // a.itemsize for s in a.strides)) for n, a in arrays.items()}
     packed = launch.kernel_params(program, tensors, scalars, env, tables, ptrs, state.ctypes.data,
-                                  schedule == "dynamic")
+                                  schedule == "dynamic", 0 if trace is None else trace.ctypes.data)
     problems = lib.evt_emu_launch(packed, nt, src.smem_bytes)
     assert problems == 0, f"{problems} emulation check(s) failed (see stderr)"
     check_prefetches(lib, arrays)
@@ -166,6 +167,30 @@ def case_rowsum(schedule: str) -> None:
     # a strided view: no 16-byte vector applies, every chunk takes the element-wise path
     args["x"] = rng.standard_normal((m, 2 * k)).astype(np.float32)[:, ::2]
     compare(rowsum.rowsum, args, ("part", "y"), schedule)
+
+
+def case_trace(schedule: str) -> None:
+    """A traced launch: every task's take, start and end times in order, each task after the one before it
+    on the CTA, a waiting task after the tasks that notified its events, and the CTA / SM word."""
+    from evtdsl.examples import rowsum
+
+    rng = np.random.default_rng(4)
+    m, k = 37, 300
+    args = [rng.standard_normal((m, k)).astype(np.float32), np.empty((m, 5), np.float32), np.empty(m, np.float32)]
+    program = rowsum.rowsum.ir
+    env = bind_sizes(program, {"x": args[0], "part": args[1], "y": args[2]}, lambda a: a.shape, {})
+    n = len(build_graph(program, env, index_loader(program, {})).instances)
+    trace = np.zeros(4 * n, np.int64)
+    tables, _ = run_emulated(rowsum.rowsum, args, schedule, trace=trace)
+    t = trace.reshape(-1, 4)
+    assert (t[:, 0] > 0).all() and (t[:, 0] <= t[:, 1]).all() and (t[:, 1] <= t[:, 2]).all(), t
+    assert (t[:, 3] == 0).all()  # CTA 0 on SM 0
+    ordered = t[np.argsort(t[:, 0])]
+    assert (ordered[1:, 0] >= ordered[:-1, 2]).all(), "a task was taken before the one before it had ended"
+    g = tables.graph
+    for i, preds in enumerate(g.preds):
+        assert all(t[i, 1] >= t[p, 2] for p in preds), f"{g.instances[i].label} started before its notifiers ended"
+    np.testing.assert_allclose(args[2], args[0].sum(axis=1), rtol=1e-4)
 
 
 def case_gemm_chain(schedule: str) -> None:
@@ -342,7 +367,7 @@ def case_debug_index() -> None:
 
 
 CASES = {"rowsum": case_rowsum, "gemm_chain": case_gemm_chain, "routing": case_routing, "zoo": case_zoo,
-         "swiglu": case_swiglu, "timeout": case_timeout, "shared_a": case_shared_a}
+         "swiglu": case_swiglu, "timeout": case_timeout, "shared_a": case_shared_a, "trace": case_trace}
 
 
 def _isolated(*argv: str, tmp_root: Path) -> None:

@@ -281,6 +281,10 @@ def test_argument_errors():
         rowsum.rowsum.run(x, part, y, backend="cuda", min_blocks=0)
     with pytest.raises(evt.ArgumentError, match=r"stream .* must be a bool or None, got 'yes'"):
         rowsum.rowsum.run(x, part, y, backend="cuda", stream="yes")
+    with pytest.raises(evt.ArgumentError, match=r"trace .* must be a bool, got 1"):
+        rowsum.rowsum.run(x, part, y, backend="cuda", trace=1)
+    with pytest.raises(evt.ArgumentError, match="not traced; launch it with trace=True"):
+        rowsum.rowsum.run(x, part, y, backend="cuda").timeline()
 
 
 def test_code_switches_as_launch_options(monkeypatch):
@@ -294,6 +298,33 @@ def test_code_switches_as_launch_options(monkeypatch):
     plain = run_both(mk, gemm_chain_args(seed=5), ("g", "h", "y"), "static", rtol=2e-3)
     assert "evt::stream_stage<" in streamed.kernel.path.with_suffix(".cu").read_text()
     assert "stream_stage" not in plain.kernel.path.with_suffix(".cu").read_text()
+
+
+@pytest.mark.parametrize("schedule", ["static", "dynamic"])
+def test_traced_launch_gives_every_task_in_order(schedule):
+    """trace=True: each task's take, start and end on its CTA and SM, a CTA's tasks one after another, a task's
+    body after the bodies of the tasks that notified its events, and the results unchanged."""
+    mk, make, outputs, rtol = _examples()["gemm_chain"]
+    args = make()
+    run = run_both(mk, args, outputs, schedule, rtol=rtol, trace=True)
+    spans = run.timeline()
+    g = run.graph
+    assert sorted(t.instance for t in spans) == list(range(len(g.instances)))
+    assert all(0 <= t.taken <= t.start <= t.end for t in spans) and min(t.taken for t in spans) == 0
+    assert all(0 <= t.worker < run.workers and 0 <= t.sm < 1024 for t in spans)
+    by_cta: dict[int, list] = {}
+    for t in sorted(spans, key=lambda t: t.taken):
+        by_cta.setdefault(t.worker, []).append(t)
+    for tasks in by_cta.values():
+        assert all(b.taken >= a.end for a, b in zip(tasks, tasks[1:]))
+    at = {t.instance: t for t in spans}
+    for i, preds in enumerate(g.preds):
+        assert all(at[i].start >= at[p].start for p in preds), g.instances[i].label
+    assert {t.launch for t in spans} == {L.label for L in g.program.launches}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert run.plot_timeline() is not None
 
 
 def test_debug_builds_check_indices_and_counters(monkeypatch):

@@ -33,7 +33,8 @@ from . import tables as TB
 from .compiler import CompiledKernel, compile_program
 from .layout import param_fields, pack_params
 
-_OPTIONS = ("workers", "schedule", "sync", "verify_counts", "num_threads", "min_blocks", "stream", "inline_tasks")
+_OPTIONS = ("workers", "schedule", "sync", "verify_counts", "num_threads", "min_blocks", "stream", "inline_tasks",
+            "trace")
 _TORCH_DTYPES = {"bfloat16": dt.bf16, "float16": dt.f16, "float32": dt.f32, "float64": dt.f64, "int8": dt.i8,
                  "int32": dt.i32, "int64": dt.i64, "bool": dt.bool_}
 _MAX_CACHED_SHAPES = 256
@@ -134,6 +135,18 @@ class _Memory:
 
         with cupy.cuda.Device(self.device), _cupy_stream(self.stream):
             a = cupy.empty(n, dtype=np.int32)
+        return a, a.data.ptr
+
+    def zeros_i64(self, n: int) -> tuple[Any, int]:
+        if self.kind == "torch":
+            import torch
+
+            t = torch.zeros(n, dtype=torch.int64, device=f"cuda:{self.device}")
+            return t, t.data_ptr()
+        import cupy
+
+        with cupy.cuda.Device(self.device), _cupy_stream(self.stream):
+            a = cupy.zeros(n, dtype=np.int64)
         return a, a.data.ptr
 
     def synchronize(self, device: bool = False) -> None:
@@ -322,6 +335,22 @@ def _tables(program: N.Program, env: dict[str, int], args: dict[str, _Arg], memo
 # Runs and their errors
 
 
+@dataclass(frozen=True)
+class TaskTrace:
+    """One task of a traced launch (``trace=True``), times in µs from the first task any CTA took: ``taken``
+    (its CTA took it), ``start`` (its events had fired, its body starts), ``end`` (its notifies are done),
+    on CTA ``worker`` of SM ``sm``. The fields of the CPU backend's spans, so ``plot_timeline`` draws both."""
+
+    worker: int
+    instance: int
+    label: str
+    launch: str
+    start: float
+    end: float
+    taken: float
+    sm: int
+
+
 @dataclass
 class CudaRun:
     """What a GPU launch did. With ``sync=False``, ``check()`` later waits for it and raises its error."""
@@ -334,7 +363,27 @@ class CudaRun:
     _tables: TB.TaskTables = field(repr=False)
     _memory: _Memory = field(repr=False)
     _state: Any = field(repr=False)
+    _trace: Any = field(default=None, repr=False)
     _checked: bool = field(default=False, repr=False)
+
+    def timeline(self) -> list[TaskTrace]:
+        """Every task of a launch made with ``trace=True``, in the order they started (waits for the launch)."""
+        if self._trace is None:
+            raise ArgumentError("timeline: this launch was not traced; launch it with trace=True")
+        self.check()
+        raw = self._memory.to_host(self._trace).reshape(-1, 4)
+        t0 = int(raw[:, 0].min())
+        g = self.graph
+        out = [TaskTrace(int(w & 0xFFFFFFFF), i, g.instances[i].label, g.program.launches[g.instances[i].launch].label,
+                         (int(b) - t0) / 1e3, (int(e) - t0) / 1e3, (int(a) - t0) / 1e3, int(w) >> 32)
+               for i, (a, b, e, w) in enumerate(raw.tolist())]
+        return sorted(out, key=lambda t: (t.start, t.worker))
+
+    def plot_timeline(self, ax=None):
+        """A Gantt chart of ``timeline()``: one row per CTA, one bar per task body, coloured by launch."""
+        from ..cpu.timeline import plot_timeline
+
+        return plot_timeline(self.timeline(), self.workers, ax=ax, xlabel="µs from the first task taken")
 
     def check(self) -> None:
         """Wait for the launch; raise the error the kernel recorded (a timeout, an over-notified event, an
@@ -431,7 +480,7 @@ def check_counters(state: np.ndarray, tables: TB.TaskTables) -> None:
 
 def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str = "static", sync: bool = True,
              verify_counts: bool = True, num_threads: int = 256, min_blocks: int = 2, stream: bool | None = None,
-             inline_tasks: bool | None = None, **unknown) -> CudaRun:
+             inline_tasks: bool | None = None, trace: bool = False, **unknown) -> CudaRun:
     """Run megakernel ``mk`` on the GPU holding ``args`` (see the module docstring)."""
     program: N.Program = mk.ir
     if unknown:
@@ -446,6 +495,9 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
         if value is not None and not isinstance(value, bool):
             raise ArgumentError(f"{name} (a code-generation switch; None takes the knob) must be a bool or None, "
                                 f"got {value!r}")
+    if not isinstance(trace, bool):
+        raise ArgumentError(f"trace (record each task's times and CTA for CudaRun.timeline) must be a bool, got "
+                            f"{trace!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ArgumentError(f"workers must be a positive int or None, got {workers!r}")
     if len(args) != len(program.params):
@@ -488,11 +540,12 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
                        f"{capacity} CTAs on {device.name}")
     dynamic = schedule == "dynamic"
     state, state_ptr = memory.empty_i32(len(tables.init_state))
+    times, times_ptr = memory.zeros_i64(4 * tables.num_instances) if trace else (None, 0)
     packed = kernel_params(program, {n: (a.ptr, a.shape, a.strides) for n, a in arrays.items()}, scalars, env,
-                           tables, dev_tables.pointers, state_ptr, dynamic)
+                           tables, dev_tables.pointers, state_ptr, dynamic, times_ptr)
     _launch(loaded, kernel, tables.workers, packed, memory, dev_tables.pristine, state_ptr,
             tables.state_words(dynamic))
-    run = CudaRun(tables.graph, schedule, tables.workers, kernel, device.name, tables, memory, state)
+    run = CudaRun(tables.graph, schedule, tables.workers, kernel, device.name, tables, memory, state, times)
     if sync:
         run.check()
     return run
@@ -500,13 +553,14 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
 
 def kernel_params(program: N.Program, tensors: dict[str, tuple[int, Sequence[int], Sequence[int]]],
                   scalars: dict[str, Any], env: dict[str, int], tables: TB.TaskTables, table_ptrs: dict[str, int],
-                  state_ptr: int, dynamic: bool) -> bytes:
+                  state_ptr: int, dynamic: bool, trace_ptr: int = 0) -> bytes:
     """The kernel's parameter bytes: tensors as (address, shape, strides in elements), scalars by name,
-    the bound sizes, and the device addresses of the task tables and of this launch's state."""
+    the bound sizes, and the device addresses of the task tables, of this launch's state and of its task
+    timeline (0: not traced)."""
     sched = {**{n: table_ptrs[n] for n in TB.TABLE_NAMES}, "state": state_ptr,
              "num_instances": tables.num_instances, "num_elements": tables.num_elements,
              "coord_stride": tables.coord_stride, "timeout_ns": knobs.WAIT_TIMEOUT_MS.get() * 1_000_000,
-             "dynamic": int(dynamic)}
+             "dynamic": int(dynamic), "trace": trace_ptr}
     values: dict[str, float | int] = dict(env)
     for p in program.params:
         if isinstance(p.type, ScalarType):

@@ -24,7 +24,7 @@ SCHED_FIELDS: tuple[tuple[str, str], ...] = (
     ("inst_launch", "Q"), ("inst_coord", "Q"), ("wait_ptr", "Q"), ("wait_elem", "Q"), ("notify_ptr", "Q"),
     ("notify_elem", "Q"), ("waiter_ptr", "Q"), ("waiter_inst", "Q"), ("queue_ptr", "Q"), ("queue_inst", "Q"),
     ("state", "Q"), ("num_instances", "q"), ("num_elements", "q"), ("coord_stride", "q"), ("timeout_ns", "q"),
-    ("dynamic", "q"),
+    ("dynamic", "q"), ("trace", "Q"),
 )
 SCHED_BYTES = 8 * len(SCHED_FIELDS)
 # Kernel parameters beyond this need a newer driver; a program this large should split its tensors.

@@ -25,6 +25,8 @@ inline unsigned long long globaltimer() {
           .count());
 }
 
+inline unsigned smid() { return 0; }  // one emulated CTA on one SM
+
 inline uint4 ld_vec16(const void* p) {
   evt_emu::check_aligned16(p, "misaligned 16-byte global load");
   uint4 v;

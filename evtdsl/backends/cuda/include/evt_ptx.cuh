@@ -46,6 +46,12 @@ __device__ __forceinline__ unsigned long long globaltimer() {
   return t;
 }
 
+__device__ __forceinline__ unsigned smid() {
+  unsigned id;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+  return id;
+}
+
 // -- 16-byte global loads ------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint4 ld_vec16(const void* p) {

@@ -63,6 +63,9 @@ struct Sched {
   long long coord_stride;
   long long timeout_ns;
   long long dynamic;
+  // Task timeline, or null: instance i's CTA writes trace[4 i ..] = %globaltimer when it took i, when i's
+  // events had fired (its body starts), when its notifies were done, and (SM id << 32) | CTA.
+  long long* trace;
 };
 
 __device__ __forceinline__ int* counters(const Sched& s) { return s.state + CTL_WORDS; }
@@ -272,6 +275,12 @@ __device__ __forceinline__ int notify_instance(const Sched& s, int inst, TaskSlo
   return nf;
 }
 
+// Thread 0, task timeline: instance inst's notifies are done; where it ran.
+__device__ __forceinline__ void trace_end(const Sched& s, int inst) {
+  s.trace[4LL * inst + 2] = static_cast<long long>(globaltimer());
+  s.trace[4LL * inst + 3] = (static_cast<long long>(smid()) << 32) | static_cast<long long>(blockIdx.x);
+}
+
 // The persistent loop every CTA (NT threads) runs: thread 0 takes an instance (the static queue's next id is
 // prefetched a task ahead) and reads its tables; if it must wait, all threads prefetch(inst, launch, coords,
 // part) its read-only tiles into L2 while thread 0 waits; all threads run(inst, launch, coords); thread 0
@@ -299,6 +308,7 @@ __device__ __forceinline__ void persistent_loop(const Sched& s, Run run, Prefetc
         if (inst >= 0 && ++qpos < qend) nid = __ldg(s.queue_inst + qpos);
         else nid = -1;
       }
+      if (inst >= 0 && s.trace) s.trace[4LL * inst] = static_cast<long long>(globaltimer());
       if (inst >= 0 && !prepare_instance(s, inst, slot, wpos, wend)) inst = -1;
       slot.inst = inst;
     }
@@ -321,13 +331,20 @@ __device__ __forceinline__ void persistent_loop(const Sched& s, Run run, Prefetc
         if (w == 0) break;
       }
     }
+    if (lead && s.trace) s.trace[4LL * inst + 1] = static_cast<long long>(globaltimer());
     run(inst, slot.launch, coord);
     __syncthreads();
     if (!s.dynamic) {
-      if (lead) notify_instance(s, inst, slot);
+      if (lead) {
+        notify_instance(s, inst, slot);
+        if (s.trace) trace_end(s, inst);
+      }
       continue;
     }
-    if (lead) slot.nfired = notify_instance(s, inst, slot);
+    if (lead) {
+      slot.nfired = notify_instance(s, inst, slot);
+      if (s.trace) trace_end(s, inst);
+    }
     __syncthreads();
     const int nf = slot.nfired;
     for (int f = 0; f < nf; ++f) {
