@@ -5,7 +5,8 @@
 // - counters: one per event element, starting at its wait count; a notify decrements it (acq_rel atomic);
 //   the element has fired at zero.
 // - static schedule: CTA b runs queue_inst[queue_ptr[b] .. queue_ptr[b + 1]) in order, waiting on each
-//   instance's elements (acquire loads, __nanosleep back-off, bounded by timeout_ns on %globaltimer).
+//   instance's elements (relaxed polls and an acquire fence, __nanosleep back-off, bounded by timeout_ns on
+//   %globaltimer).
 // - per task, thread 0 reads the instance's tables with independent loads (the next static queue entry is
 //   prefetched a task ahead) and publishes launch, coordinates and notify range in shared memory.
 // - dynamic schedule: pending[i] counts i's wait elements that have not fired; ring holds ready instances.
