@@ -100,10 +100,10 @@ def codegen_options(cfg: swiglu.Config) -> dict:
     return {"stream": True, "inline_tasks": True} if cfg.stream else {}
 
 
-def run_variant(cfg: swiglu.Config, x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
-                residual: torch.Tensor, **options) -> torch.Tensor:
+def launch_variant(cfg: swiglu.Config, x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
+                   residual: torch.Tensor, **options):
     """One DSL variant on 2-d x: allocates the workspaces and the output, launches the megakernel (on the GPU
-    with cfg's code generation, unless ``options`` say otherwise)."""
+    with cfg's code generation, unless ``options`` say otherwise); returns (y, the backend's run record)."""
     m, k = x.shape
     n = w_down.shape[1]
     mk = swiglu.megakernel_for(cfg, _DTYPES[x.dtype])
@@ -112,8 +112,13 @@ def run_variant(cfg: swiglu.Config, x: torch.Tensor, w_gate_up: torch.Tensor, w_
     y = torch.empty_like(x)
     if x.is_cuda:
         options = {**codegen_options(cfg), **options}
-    mk.run(x, w_gate_up, w_down, *ws, residual, y, **options)
-    return y
+    return y, mk.run(x, w_gate_up, w_down, *ws, residual, y, **options)
+
+
+def run_variant(cfg: swiglu.Config, x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
+                residual: torch.Tensor, **options) -> torch.Tensor:
+    """launch_variant's y."""
+    return launch_variant(cfg, x, w_gate_up, w_down, residual, **options)[0]
 
 
 def _is_swiglu_mlp(module: nn.Module) -> bool:

@@ -8,12 +8,13 @@
 3. compute-sanitizer memcheck, racecheck and synccheck on a small driver that runs the examples and the
    ops zoo on the GPU, and the GEMM chain and the SwiGLU again with weights streamed into registers (when
    compute-sanitizer is on PATH or under /usr/local/cuda*/bin);
-4. with ``--benchmarks swiglu,runtime``: those benchmarks (JSON and plots under ``results/`` in the logs
-   folder), and their headline figures in the summary (best evtdsl variant against torch in a CUDA graph).
+4. with ``--benchmarks swiglu,runtime,timeline``: those benchmarks (JSON and plots under ``results/`` in the
+   logs folder), and their headline figures in the summary (best evtdsl variant against torch in a CUDA graph;
+   for the timeline, when each launch of a traced 8B SwiGLU ran).
 
 Logs go to ``$OUT`` when set (the device runner returns that folder), else to a temporary folder.
 
-    python scripts/gpu_check.py [--no-sanitizer] [--gpu-only] [--benchmarks swiglu,runtime] [--step-timeout 500]
+    python scripts/gpu_check.py [--no-sanitizer] [--gpu-only] [--benchmarks swiglu,runtime,timeline] [--step-timeout 500]
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def run_step(name: str, cmd: list[str], logs: Path, env: dict[str, str], timeout
 
 
 # name: the benchmark command (run with --out <logs>/results)
-BENCHMARKS = {"swiglu": ["benchmarks/swiglu.py"], "runtime": ["benchmarks/runtime.py"]}
+BENCHMARKS = {"swiglu": ["benchmarks/swiglu.py"], "runtime": ["benchmarks/runtime.py"],
+              "timeline": ["benchmarks/timeline.py"]}
 
 
 def benchmark_summary(name: str, folder: Path) -> list[str]:
@@ -106,6 +108,12 @@ def benchmark_summary(name: str, folder: Path) -> list[str]:
     if not found:
         return [f"{name}: no JSON written"]
     res = json.loads(found[-1].read_text())
+    if name == "timeline":  # one traced launch: when each launch's tasks ran
+        lines = [f"timeline ({found[-1].name}, {res['device']}, {res['config']}, {res['shape']} M={res['M']}):"]
+        for p in res["phases"]:
+            lines.append(f"  {p['launch']:20s} {p['tasks']:5d} tasks, {p['first_start']:7.1f} - {p['last_end']:7.1f} us, "
+                         f"median body {p['median_body']:6.1f} us, median wait {p['median_wait']:6.1f} us")
+        return lines
     lines = [f"{name} ({found[-1].name}, {res['device']}, copy {res['copy_TBps']:.2f} TB/s):"]
     if name == "swiglu":
         for r in res["rows"]:

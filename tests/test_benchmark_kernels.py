@@ -1,11 +1,15 @@
 """The megakernels the benchmarks time compute what they claim: the GEMV -> silu -> GEMV chains of
 benchmarks/runtime.py on the CPU backend against a float32 torch reference, at sizes that are not multiples of
 the tiles, and their CUDA code compiles (sm_90a, NVRTC) under the code-generation choices the benchmark times."""
+import dataclasses
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+import evtdsl as evt
+from evtdsl.backends.cpu.timeline import plot_timeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import runtime  # noqa: E402
@@ -106,3 +110,52 @@ def test_gpu_check_summarises_recorded_benchmarks(tmp_path):
     runtime_lines = gpu_check.benchmark_summary("runtime", tmp_path)
     assert any("chain 70B M=1: 259.0 us (86% of copy" in ln for ln in runtime_lines)
     assert gpu_check.benchmark_summary("runtime", tmp_path / "empty") == ["runtime: no JSON written"]
+
+
+def test_traced_launch_summary_and_chart(tmp_path):
+    """A traced launch's record as the GPU writes it (timeline.py and CudaRun.timeline read it): the tasks in
+    start order with their CTA and SM, the per-launch summary, and the Gantt chart for hundreds of CTAs."""
+    import matplotlib
+    import numpy as np
+    import timeline
+
+    from evtdsl.backends.cuda import launch
+    from evtdsl.examples import rowsum
+    from evtdsl.ir.passes.graph import build_graph, index_loader
+
+    matplotlib.use("Agg")
+    program = rowsum.rowsum.ir
+    graph = build_graph(program, {"M": 37, "K": 300, "KT": 5}, index_loader(program, {}))
+    n = len(graph.instances)
+    base = 10**12  # %globaltimer counts ns from some epoch
+    raw = np.zeros((n, 4), np.int64)
+    for i in range(n):
+        final = graph.instances[i].launch == 1
+        raw[i] = [base + 1000 * i, base + 1000 * i + (5000 if final else 200), base + 1000 * i + 9000,
+                  (7 << 32) | (i % 3)]
+    with pytest.raises(evt.EvtError, match=f"lacks 1 of its {n} tasks"):
+        launch.task_traces(graph, np.where(np.arange(4 * n).reshape(n, 4) == 4 * n - 2, 0, raw))
+    spans = launch.task_traces(graph, raw)
+    assert [t.start for t in spans] == sorted(t.start for t in spans) and spans[0].taken == 0.0
+    assert {t.sm for t in spans} == {7} and {t.worker for t in spans} == {0, 1, 2}
+    first = next(t for t in spans if t.instance == 0)
+    assert (first.taken, first.start, first.end) == (0.0, 0.2, 9.0) and first.label == graph.instances[0].label
+    summary = timeline.phases(spans)
+    assert [p["launch"] for p in summary] == [L.label for L in program.launches]
+    assert sum(p["tasks"] for p in summary) == n
+    assert summary[1]["median_wait"] == pytest.approx(5.0) and summary[0]["median_wait"] == pytest.approx(0.2)
+    assert summary[0]["median_body"] == pytest.approx(8.8)
+    # gpu_check --benchmarks timeline prints the summary the script writes
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import gpu_check
+
+    (tmp_path / "timeline-20261204-000000.json").write_text(json.dumps(
+        {"device": "NVIDIA H200", "config": "c", "shape": "8b", "M": 1, "phases": summary}))
+    lines = gpu_check.benchmark_summary("timeline", tmp_path)
+    assert lines[0] == "timeline (timeline-20261204-000000.json, NVIDIA H200, c, 8b M=1):" and len(lines) == 3
+    assert "median wait    5.0 us" in lines[2]
+    wide = [dataclasses.replace(t, worker=t.worker * 100) for t in spans]  # CTAs up to 200 of 264
+    ax = plot_timeline(wide, 264, xlabel="µs")
+    assert ax.get_xlabel() == "µs" and len(ax.get_yticks()) == 27 and ax.figure.get_size_inches()[1] <= 10

@@ -351,6 +351,22 @@ class TaskTrace:
     sm: int
 
 
+def task_traces(graph: TaskGraph, raw: np.ndarray) -> list[TaskTrace]:
+    """The tasks of a traced launch from the kernel's record (4 int64 per instance: %globaltimer when taken,
+    started and ended, and (SM << 32) | CTA), in the order they started."""
+    raw = np.asarray(raw, dtype=np.int64).reshape(-1, 4)
+    if len(raw) != len(graph.instances) or not (raw[:, 2] > 0).all():
+        missing = int((raw[:, 2] <= 0).sum()) if len(raw) == len(graph.instances) else len(graph.instances)
+        raise EvtError(f"internal error: the trace of {graph.program.name} lacks {missing} of its "
+                       f"{len(graph.instances)} tasks")
+    t0 = int(raw[:, 0].min())
+    out = [TaskTrace(w & 0xFFFFFFFF, i, graph.instances[i].label,
+                     graph.program.launches[graph.instances[i].launch].label,
+                     (b - t0) / 1e3, (e - t0) / 1e3, (a - t0) / 1e3, w >> 32)
+           for i, (a, b, e, w) in enumerate(raw.tolist())]
+    return sorted(out, key=lambda t: (t.start, t.worker))
+
+
 @dataclass
 class CudaRun:
     """What a GPU launch did. With ``sync=False``, ``check()`` later waits for it and raises its error."""
@@ -371,13 +387,7 @@ class CudaRun:
         if self._trace is None:
             raise ArgumentError("timeline: this launch was not traced; launch it with trace=True")
         self.check()
-        raw = self._memory.to_host(self._trace).reshape(-1, 4)
-        t0 = int(raw[:, 0].min())
-        g = self.graph
-        out = [TaskTrace(int(w & 0xFFFFFFFF), i, g.instances[i].label, g.program.launches[g.instances[i].launch].label,
-                         (int(b) - t0) / 1e3, (int(e) - t0) / 1e3, (int(a) - t0) / 1e3, int(w) >> 32)
-               for i, (a, b, e, w) in enumerate(raw.tolist())]
-        return sorted(out, key=lambda t: (t.start, t.worker))
+        return task_traces(self.graph, self._memory.to_host(self._trace))
 
     def plot_timeline(self, ax=None):
         """A Gantt chart of ``timeline()``: one row per CTA, one bar per task body, coloured by launch."""
