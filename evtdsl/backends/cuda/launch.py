@@ -29,6 +29,7 @@ from ...ir import nodes as N
 from ...ir.passes.graph import TaskGraph, build_graph, index_loader
 from ...ir.types import ScalarType, TensorType
 from ..cpu.runner import index_tensors, bind_sizes, written_tensors
+from ..cpu.simulator import Span
 from . import tables as TB
 from .compiler import CompiledKernel, compile_program
 from .layout import param_fields, pack_params
@@ -125,28 +126,18 @@ class _Memory:
             a = cupy.asarray(host)
         return a, a.data.ptr
 
-    def empty_i32(self, n: int) -> tuple[Any, int]:
+    def device_array(self, n: int, dtype: str, zero: bool = False) -> tuple[Any, int]:
+        """A new device array of n ``dtype`` ("int32", "int64") elements, zeroed or not: (array, address)."""
         if self.kind == "torch":
             import torch
 
-            t = torch.empty(n, dtype=torch.int32, device=f"cuda:{self.device}")
+            make = torch.zeros if zero else torch.empty
+            t = make(n, dtype=getattr(torch, dtype), device=f"cuda:{self.device}")
             return t, t.data_ptr()
         import cupy
 
         with cupy.cuda.Device(self.device), _cupy_stream(self.stream):
-            a = cupy.empty(n, dtype=np.int32)
-        return a, a.data.ptr
-
-    def zeros_i64(self, n: int) -> tuple[Any, int]:
-        if self.kind == "torch":
-            import torch
-
-            t = torch.zeros(n, dtype=torch.int64, device=f"cuda:{self.device}")
-            return t, t.data_ptr()
-        import cupy
-
-        with cupy.cuda.Device(self.device), _cupy_stream(self.stream):
-            a = cupy.zeros(n, dtype=np.int64)
+            a = (cupy.zeros if zero else cupy.empty)(n, dtype=np.dtype(dtype))
         return a, a.data.ptr
 
     def synchronize(self, device: bool = False) -> None:
@@ -336,17 +327,11 @@ def _tables(program: N.Program, env: dict[str, int], args: dict[str, _Arg], memo
 
 
 @dataclass(frozen=True)
-class TaskTrace:
+class TaskTrace(Span):
     """One task of a traced launch (``trace=True``), times in µs from the first task any CTA took: ``taken``
     (its CTA took it), ``start`` (its events had fired, its body starts), ``end`` (its notifies are done),
-    on CTA ``worker`` of SM ``sm``. The fields of the CPU backend's spans, so ``plot_timeline`` draws both."""
+    on CTA ``worker`` of SM ``sm``. A span of the CPU backend's kind, so ``plot_timeline`` draws both."""
 
-    worker: int
-    instance: int
-    label: str
-    launch: str
-    start: float
-    end: float
     taken: float
     sm: int
 
@@ -549,8 +534,8 @@ def run_cuda(mk, args: Sequence[Any], workers: int | None = None, schedule: str 
         raise EvtError(f"internal error: task tables for {tables.workers} workers, but {kernel.name} fits "
                        f"{capacity} CTAs on {device.name}")
     dynamic = schedule == "dynamic"
-    state, state_ptr = memory.empty_i32(len(tables.init_state))
-    times, times_ptr = memory.zeros_i64(4 * tables.num_instances) if trace else (None, 0)
+    state, state_ptr = memory.device_array(len(tables.init_state), "int32")
+    times, times_ptr = memory.device_array(4 * tables.num_instances, "int64", zero=True) if trace else (None, 0)
     packed = kernel_params(program, {n: (a.ptr, a.shape, a.strides) for n, a in arrays.items()}, scalars, env,
                            tables, dev_tables.pointers, state_ptr, dynamic, times_ptr)
     _launch(loaded, kernel, tables.workers, packed, memory, dev_tables.pristine, state_ptr,
