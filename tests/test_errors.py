@@ -161,6 +161,38 @@ def test_argument_errors():
         mk(x, [0.0] * 20)
 
 
+@pytest.mark.parametrize("options,match", [
+    (dict(trace=1), r"trace \(record each task's times and CTA for CudaRun.timeline\) must be a bool, got 1"),
+    (dict(stream="yes"), r"stream \(a code-generation switch; None takes the knob\) must be a bool or None, got 'yes'"),
+    (dict(inline_tasks=0), r"inline_tasks \(a code-generation switch; .*\) must be a bool or None, got 0"),
+    (dict(min_blocks=0), r"min_blocks \(CTAs per SM .*\) must be an int in 1..32, got 0"),
+    (dict(schedule="fifo"), r"schedule must be 'static' or 'dynamic', got 'fifo'"),
+    (dict(workers=0), r"workers must be a positive int or None, got 0"),
+    (dict(seed=3), r"unknown option\(s\) seed for the CUDA backend; it takes workers, .*, trace"),
+])
+def test_cuda_launch_options_checked_before_any_gpu_work(options, match):
+    """The CUDA backend's launch options get their errors on any machine, before a GPU or an argument is
+    looked at."""
+    from evtdsl.backends.cuda import launch
+    from evtdsl.examples import rowsum
+
+    with pytest.raises(evt.ArgumentError, match=match):
+        launch.run_cuda(rowsum.rowsum, [], **options)
+
+
+def test_cpu_launch_options_are_checked():
+    from evtdsl.examples import rowsum
+
+    x = np.random.rand(37, 300).astype(np.float32)
+    args = (x, np.empty((37, 5), np.float32), np.empty(37, np.float32))
+    with pytest.raises(evt.ArgumentError, match=r"unknown option\(s\) min_blocks for the CPU backend; it takes "
+                                                r"workers, schedule, seed, check, verify_counts$"):
+        rowsum.rowsum.run(*args, backend="cpu", min_blocks=1)
+    with pytest.raises(evt.ArgumentError, match=r"unknown option\(s\) trace .*always records its simulated "
+                                                r"timeline \(CpuRun.timeline, plot_timeline\)"):
+        rowsum.rowsum.run(*args, backend="cpu", trace=True)
+
+
 def test_task_outside_megakernel():
     with pytest.raises(evt.EvtError, match="called inside an @evt.megakernel"):
         copy16(np.zeros(4), np.zeros(4))

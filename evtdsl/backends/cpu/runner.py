@@ -136,8 +136,16 @@ def _poison(a: np.ndarray) -> None:
         a[...] = True
 
 
+_CPU_OPTIONS = ("workers", "schedule", "seed", "check", "verify_counts")
+
+
 def run_cpu(program: N.Program, args: Sequence[Any], workers: int = 4, schedule: str = "static", seed: int = 0,
-            check: bool = True, verify_counts: bool = True) -> CpuRun:
+            check: bool = True, verify_counts: bool = True, **unknown) -> CpuRun:
+    if unknown:
+        hint = ("; a CPU run always records its simulated timeline (CpuRun.timeline, plot_timeline)"
+                if "trace" in unknown else "")
+        raise ArgumentError(f"unknown option(s) {', '.join(sorted(unknown))} for the CPU backend; it takes "
+                            f"{', '.join(_CPU_OPTIONS)}{hint}")
     if len(args) != len(program.params):
         raise ArgumentError(f"{program.name} takes {len(program.params)} arguments "
                             f"({', '.join(p.name for p in program.params)}), got {len(args)}")
