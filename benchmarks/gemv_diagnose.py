@@ -174,12 +174,9 @@ def part_down(res, copy_bw, gen):
         out["rows"].append({"variant": name, "us": t * 1e6, "frac": nbytes / t / copy_bw, "rel_err": err})
         print(f"down GEMV {name:40s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
 
+    # (the hand-written kernel of gemv_paths.py is not a ceiling here: at this shape its result is wrong, relative
+    # error 1.4 in gemv-diagnose-h200-20261204-030747, so this part leaves it out)
     row("torch graph", B.time_graph([lambda w=w: torch.matmul(x, w.T) for w in ws]), 0.0)
-    go, yf, _, mod = hand_launcher(x, n, k)
-    go(ws[0])
-    torch.cuda.synchronize()
-    row("hand-written, graph", B.time_graph([lambda w=w: go(w) for w in ws]), float((yf - ref).norm() / ref.norm()))
-    del mod
     y = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
     for variant in GEMV_VARIANTS:
         use_variant(variant)
