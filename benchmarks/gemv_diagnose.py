@@ -346,10 +346,8 @@ SWEEP = [(64, 128, 64, 56), (64, 128, 128, 32), (32, 128, 64, 64)]
 def part_sweep(res, copy_bw, gen):
     """Tile configurations of the streamed two_phase SwiGLU at the 8B shape: the whole kernel at M = 1 and 16,
     and each of its phases alone at M = 1."""
-    global PHASE_CONFIGS, PHASE_VARIANTS
-    PHASE_CONFIGS = [swiglu.Config("two_phase", 16, *t[:3], chunk=t[3], bkd=t[4] if len(t) > 4 else 0) for t in SWEEP]
-    PHASE_VARIANTS = SWEEP_VARIANTS
-    part_phases(res, copy_bw, gen, ms=(1, 16), gate_up=True, dynamic=False)
+    configs = [swiglu.Config("two_phase", 16, *t[:3], chunk=t[3], bkd=t[4] if len(t) > 4 else 0) for t in SWEEP]
+    part_phases(res, copy_bw, gen, configs=configs, variants=SWEEP_VARIANTS, ms=(1, 16), dynamic=False)
     res["sweep"] = res.pop("phases")
 
 
@@ -382,7 +380,7 @@ def phase_kernels(cfg: swiglu.Config):
     return gate_up_only, down_only
 
 
-def part_phases(res, copy_bw, gen, ms=(1,), gate_up=True, dynamic=True):
+def part_phases(res, copy_bw, gen, configs=None, variants=None, ms=(1,), dynamic=True):
     """The 8B SwiGLU at M = 1: the whole two_phase megakernel (static and dynamic schedules) against each of
     its phases alone, so that what the hand-off between the phases costs shows."""
     k, n = 4096, 14336
@@ -397,9 +395,9 @@ def part_phases(res, copy_bw, gen, ms=(1,), gate_up=True, dynamic=True):
         print(f"phases {variant:18s} {cfg.name:36s} {what:18s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) "
               f"err {err:.1e}", flush=True)
 
-    for variant in PHASE_VARIANTS:
+    for variant in variants or PHASE_VARIANTS:
         use_variant(variant)
-        for cfg in PHASE_CONFIGS:
+        for cfg in configs or PHASE_CONFIGS:
             for m, x in xs.items():
                 r = torch.zeros_like(x)
                 ref = mlp.torch_swiglu(x, *wsets[0]).float()
@@ -417,9 +415,8 @@ def part_phases(res, copy_bw, gen, ms=(1,), gate_up=True, dynamic=True):
             g, u = (x.float() @ wsets[0][0].float().T).split(n, dim=1)
             href = (torch.nn.functional.silu(g.bfloat16()) * u.bfloat16()).float()
             err = float((h.float() - href).norm() / href.norm())
-            if gate_up:
-                t = B.time_graph([lambda w=w: gu.run(x, w[0], h, sync=False, **OPTS) for w in wsets])
-                row(variant, cfg, "gate/up alone", 2 * k * n * 2, t, err)
+            t = B.time_graph([lambda w=w: gu.run(x, w[0], h, sync=False, **OPTS) for w in wsets])
+            row(variant, cfg, "gate/up alone", 2 * k * n * 2, t, err)
             ws = [torch.empty(-(-n // (cfg.bn * cfg.chunk)), m, k, device="cuda", dtype=torch.float32)] if cfg.chunk else []
             y = torch.empty_like(x)
             dn.run(h, wsets[0][1], *ws, r, y, **OPTS)

@@ -53,12 +53,12 @@ for inline in ("0", "1"):  # task bodies called, then inlined (EVTDSL_INLINE_TAS
     for schedule in ("static", "dynamic"):
         T.run_both(mk, make(), outputs, schedule, rtol=rtol)
         print("ok gemm_chain streamed", "inlined" if inline == "1" else "called", schedule, flush=True)
-# the streamed two_phase SwiGLU (two streamed dots sharing x, h read at L2), tiles in bounds (K, N multiples of
-# the tiles) and partial ones,
 import evtdsl as evt
 from evtdsl.library import mlp, swiglu
 from test_cuda_emulate import swiglu_inputs
-# and with down tiles that reduce whole rows (chunk=0) in steps of 512 columns of h, over 16 and 32 rows of x
+# the streamed two_phase SwiGLU (two streamed dots sharing x, h read at L2), tiles in bounds (K, N multiples of
+# the tiles) and partial ones, and with down tiles that reduce whole rows (chunk=0) in steps of 512 columns of
+# h, over 16 and 32 rows of x
 for cfg in (swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=64, chunk=2, stream=1),
             swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1),
             swiglu.Config("two_phase", bm=32, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1)):

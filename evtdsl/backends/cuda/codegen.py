@@ -525,7 +525,8 @@ class TaskGen:
         # in that version: id(load) -> (its cursor, the name of its tile's first column offset); stream_cursors
         self.cursors: dict[int, tuple[str, str]] = {}
         self.ahead = 1  # iterations ahead the current loop's streamed weights are loaded (stream_candidates)
-        self.reg_accs: dict[int, tuple[str, Buffer, int, int]] = {}  # id(dot) -> (fragments, acc buffer, NJ, KS)
+        # id(dot) -> (fragments, acc buffer, NJ, KS, the job-layout template argument: ", true" for RBI)
+        self.reg_accs: dict[int, tuple[str, Buffer, int, int, str]] = {}
         self.written = _stored_params(task.body)
         self.written_groups = {groups[p] for p in self.written}
         self.cur_loc: SourceLoc | None = task.loc

@@ -335,17 +335,11 @@ __device__ __forceinline__ void persistent_loop(const Sched& s, Run run, Prefetc
     if (lead && s.trace) s.trace[4LL * inst + 1] = static_cast<long long>(globaltimer());
     run(inst, slot.launch, coord);
     __syncthreads();
-    if (!s.dynamic) {
-      if (lead) {
-        notify_instance(s, inst, slot);
-        if (s.trace) trace_end(s, inst);
-      }
-      continue;
-    }
     if (lead) {
-      slot.nfired = notify_instance(s, inst, slot);
+      slot.nfired = notify_instance(s, inst, slot);  // read only in the dynamic schedule
       if (s.trace) trace_end(s, inst);
     }
+    if (!s.dynamic) continue;
     __syncthreads();
     const int nf = slot.nfired;
     for (int f = 0; f < nf; ++f) {

@@ -312,25 +312,6 @@ __device__ __forceinline__ void stream_load(uint4 (&r)[JPW][NJ][StreamShape<M, N
   }
 }
 
-// stream_load of a tile that lies wholly in bounds, with cs == 1 and 16-byte aligned runs: vector loads only,
-// straight into r (no branch per piece, whose merge would wait for each load before issuing the next).
-template <int M, int N, int K, int NT, int NJ, int KS, int JPW, class T>
-__device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC],
-                                                 const T* W, long long base, long long ld) {
-  using S = StreamShape<M, N, K, NT, NJ, KS>;
-  using J = typename S::J;
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int jj = 0; jj < JPW; ++jj) {
-    int blk, slice;
-    if (!J::loads(jj) || !J::at(jj, blk, slice)) continue;
-    const T* p = W + (base + ((blk % J::NG) * S::R) * ld + slice * S::SEG);
-#pragma unroll
-    for (int q = 0; q < S::NQ; ++q)
-      r[jj][q / S::KC][q % S::KC] = ld_vec16_ro(p + S::row(q, lane) * ld + S::col(q, lane));
-  }
-}
-
 // The in-bounds version of a streamed loop (every tile in bounds, cs == 1, 16-byte aligned runs): this lane's
 // pointer to its first piece of each job, computed once before the loop; load(r, koff) reads the tile koff
 // elements further along k. Each piece's address is that pointer plus compile-time multiples of the row step
@@ -364,6 +345,15 @@ struct StreamCursor {
     }
   }
 };
+
+// stream_load of a tile that lies wholly in bounds, with cs == 1 and 16-byte aligned runs: vector loads only,
+// straight into r (no branch per piece, whose merge would wait for each load before issuing the next); the
+// cursor's addresses, for one tile.
+template <int M, int N, int K, int NT, int NJ, int KS, int JPW, class T>
+__device__ __forceinline__ void stream_load_fast(uint4 (&r)[JPW][NJ][StreamShape<M, N, K, NT, NJ, KS>::KC],
+                                                 const T* W, long long base, long long ld) {
+  StreamCursor<M, N, K, NT, NJ, KS, JPW, T>(W, base, ld).load(r, 0);
+}
 
 // The A operand of a streamed dot: vec8(m, k) is A[m][k .. k + 7] (k a multiple of 8) as 16 bytes.
 // SharedA: a shared-memory tile, row-major with leading dimension LD (a multiple of 8), 16-byte aligned.
