@@ -54,6 +54,9 @@ DEFAULT_CONFIGS = (
     Config("two_phase", bm=16, bn=32, bk=256, bc=16, chunk=0, stream=1, bkd=512),
     Config("two_phase", bm=16, bn=32, bk=256, bc=32, chunk=0, stream=1, bkd=256),
     Config("two_phase", bm=16, bn=16, bk=512, bc=32, chunk=0, stream=1, bkd=256),
+    # 8-row down tiles for the 1B shape: K / 8 = 256 down tiles for the 264 CTAs, where 16 rows leave half of
+    # them idle in the down phase (128 tiles)
+    Config("two_phase", bm=16, bn=32, bk=256, bc=8, chunk=0, stream=1, bkd=512),
     # and over 32 / 64 rows of x: each warp's weight pieces serve every 16-row block of the tile, so the weights
     # cross HBM once per 32 / 64 rows
     Config("two_phase", bm=32, bn=64, bk=128, bc=16, chunk=0, stream=1, bkd=512),

@@ -10,11 +10,13 @@
    compute-sanitizer is on PATH or under /usr/local/cuda*/bin);
 4. with ``--benchmarks swiglu,runtime,timeline``: those benchmarks (JSON and plots under ``results/`` in the
    logs folder), and their headline figures in the summary (best evtdsl variant against torch in a CUDA graph;
-   for the timeline, when each launch of a traced 8B SwiGLU ran).
+   for the timeline, when each launch of a traced SwiGLU ran, per shape); ``--bench-args`` passes a benchmark
+   more arguments (its configs, shapes, repeats).
 
 Logs go to ``$OUT`` when set (the device runner returns that folder), else to a temporary folder.
 
-    python scripts/gpu_check.py [--no-sanitizer] [--gpu-only] [--benchmarks swiglu,runtime,timeline] [--step-timeout 500]
+    python scripts/gpu_check.py [--no-sanitizer] [--gpu-only] [--benchmarks swiglu,runtime,timeline]
+                                [--bench-args NAME=ARGS ...] [--step-timeout 500]
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -107,13 +110,17 @@ def benchmark_summary(name: str, folder: Path) -> list[str]:
     found = sorted(folder.glob(f"{name}-*.json"), key=lambda p: p.stat().st_mtime)
     if not found:
         return [f"{name}: no JSON written"]
-    res = json.loads(found[-1].read_text())
-    if name == "timeline":  # one traced launch: when each launch's tasks ran
-        lines = [f"timeline ({found[-1].name}, {res['device']}, {res['config']}, {res['shape']} M={res['M']}):"]
-        for p in res["phases"]:
-            lines.append(f"  {p['launch']:20s} {p['tasks']:5d} tasks, {p['first_start']:7.1f} - {p['last_end']:7.1f} us, "
-                         f"median body {p['median_body']:6.1f} us, median wait {p['median_wait']:6.1f} us")
+    if name == "timeline":  # a traced launch per shape: when each launch's tasks ran
+        lines = []
+        for path in found:
+            res = json.loads(path.read_text())
+            lines.append(f"timeline ({path.name}, {res['device']}, {res['config']}, {res['shape']} M={res['M']}):")
+            for p in res["phases"]:
+                lines.append(f"  {p['launch']:20s} {p['tasks']:5d} tasks, {p['first_start']:7.1f} - "
+                             f"{p['last_end']:7.1f} us, median body {p['median_body']:6.1f} us, median wait "
+                             f"{p['median_wait']:6.1f} us")
         return lines
+    res = json.loads(found[-1].read_text())
     lines = [f"{name} ({found[-1].name}, {res['device']}, copy {res['copy_TBps']:.2f} TB/s):"]
     if name == "swiglu":
         for r in res["rows"]:
@@ -141,17 +148,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the compile and emulation tests (they need no GPU and run in CI)")
     parser.add_argument("--benchmarks", default="",
                         help=f"comma-separated benchmarks to run after the checks: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--bench-args", action="append", default=[], metavar="NAME=ARGS",
+                        help="more arguments for one benchmark, e.g. swiglu='--configs a,b --repeats 10' (repeatable)")
     parser.add_argument("--step-timeout", type=int, default=500, help="seconds per step (default 500)")
     args = parser.parse_args(argv)
     benches = [b for b in args.benchmarks.split(",") if b]
     unknown = [b for b in benches if b not in BENCHMARKS]
     if unknown:
         parser.error(f"--benchmarks: unknown {unknown}; expected names from {list(BENCHMARKS)}")
+    extra: dict[str, list[str]] = {}
+    for item in args.bench_args:
+        name, sep, rest = item.partition("=")
+        if not sep or name not in benches:
+            parser.error(f"--bench-args: expected NAME=ARGS with NAME one of --benchmarks {benches}, got {item!r}")
+        extra[name] = extra.get(name, []) + shlex.split(rest)
 
     logs = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="evtdsl-gpu-check-"))
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.setdefault("EVTDSL_CACHE_DIR", str(logs / "cache"))
+    # the kernel cache stays out of the logs folder, which the device runner returns
+    env.setdefault("EVTDSL_CACHE_DIR", tempfile.mkdtemp(prefix="evtdsl-gpu-check-cache-"))
     py = sys.executable
     results = []
 
@@ -185,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     summaries = []
     for b in benches:
-        results.append(run_step(f"benchmark {b}", [py, *BENCHMARKS[b], "--out", str(logs / "results")], logs, env,
-                                args.step_timeout))
+        results.append(run_step(f"benchmark {b}", [py, *BENCHMARKS[b], "--out", str(logs / "results"),
+                                                   *extra.get(b, [])], logs, env, args.step_timeout))
         summaries += benchmark_summary(b, logs / "results")
 
     width = max(len(r["name"]) for r in results)

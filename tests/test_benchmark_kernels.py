@@ -2,6 +2,7 @@
 benchmarks/runtime.py on the CPU backend against a float32 torch reference, at sizes that are not multiples of
 the tiles, and their CUDA code compiles (sm_90a, NVRTC) under the code-generation choices the benchmark times."""
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -153,9 +154,14 @@ def test_traced_launch_summary_and_chart(tmp_path):
 
     (tmp_path / "timeline-20261204-000000.json").write_text(json.dumps(
         {"device": "NVIDIA H200", "config": "c", "shape": "8b", "M": 1, "phases": summary}))
-    lines = gpu_check.benchmark_summary("timeline", tmp_path)
-    assert lines[0] == "timeline (timeline-20261204-000000.json, NVIDIA H200, c, 8b M=1):" and len(lines) == 3
+    (tmp_path / "timeline-1b-20261204-000001.json").write_text(json.dumps(
+        {"device": "NVIDIA H200", "config": "d", "shape": "1b", "M": 1, "phases": summary[:1]}))
+    os.utime(tmp_path / "timeline-1b-20261204-000001.json", (2e9, 2e9))  # written after the first
+    os.utime(tmp_path / "timeline-20261204-000000.json", (1e9, 1e9))
+    lines = gpu_check.benchmark_summary("timeline", tmp_path)  # every traced shape, in the order they ran
+    assert lines[0] == "timeline (timeline-20261204-000000.json, NVIDIA H200, c, 8b M=1):" and len(lines) == 5
     assert "median wait    5.0 us" in lines[2]
+    assert lines[3] == "timeline (timeline-1b-20261204-000001.json, NVIDIA H200, d, 1b M=1):"
     wide = [dataclasses.replace(t, worker=t.worker * 100) for t in spans]  # CTAs up to 200 of 264
     ax = plot_timeline(wide, 264, xlabel="µs")
     assert ax.get_xlabel() == "µs" and len(ax.get_yticks()) == 27 and ax.figure.get_size_inches()[1] <= 10

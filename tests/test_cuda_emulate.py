@@ -313,6 +313,12 @@ def case_swiglu(schedule: str) -> None:
     assert "evt::StreamCursor<16, 16, 512," in text and "evt::StreamCursor<16, 64, 128," in text
     compare(swiglu.megakernel_for(rows, evt.bf16), swiglu_inputs(rows, evt.bf16, m=5, k=256, n=512), ("y",),
             schedule, nt=256)
+    # 8-row down tiles: one n8 column block of w_down, split-K over the 8 warps
+    rows8 = swiglu.Config("two_phase", bm=16, bn=32, bk=256, bc=8, chunk=0, bkd=512)
+    text = codegen.generate(swiglu.megakernel_for(rows8, evt.bf16).ir, arch="sm_90a", num_threads=256, stream=True).text
+    assert "evt::StreamCursor<16, 8, 512, 256, 1, 8," in text
+    compare(swiglu.megakernel_for(rows8, evt.bf16), swiglu_inputs(rows8, evt.bf16, m=5, k=256, n=512), ("y",),
+            schedule, nt=256)
 
 
 def case_shared_a(schedule: str) -> None:

@@ -12,6 +12,8 @@ CONFIGS = [swiglu.Config("two_phase", bm=16, bn=64, chunk=8), swiglu.Config("fus
            swiglu.Config("two_phase", bm=64, bn=64, chunk=8),
            # streamed, down tiles of 16 rows x 512 columns that reduce whole rows and write y
            swiglu.Config("two_phase", bm=16, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1),
+           # 8-row down tiles (one n8 mma column block, split-K over the 8 warps)
+           swiglu.Config("two_phase", bm=16, bn=32, bk=256, bc=8, chunk=0, bkd=512, stream=1),
            # and over 32 / 64 rows of x (each warp's weight pieces serve every 16-row block)
            swiglu.Config("two_phase", bm=32, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1),
            swiglu.Config("two_phase", bm=64, bn=64, bk=128, bc=16, chunk=0, bkd=512, stream=1)]
