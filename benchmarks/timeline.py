@@ -33,9 +33,9 @@ def phases(spans) -> list[dict]:
              "median_wait": statistics.median(t.start - t.taken for t in ts)} for name, ts in by.items()]
 
 
-def trace_one(cfg, shape: str, m: int, out: Path) -> Path:
-    """One traced launch of ``cfg`` at ``shape`` and M = ``m`` after warm-up launches: prints and writes its
-    summary; returns the JSON's path."""
+def trace_one(cfg, shape: str, m: int, out: Path) -> None:
+    """One traced launch of ``cfg`` at ``shape`` and M = ``m`` after warm-up launches: prints its summary and
+    writes the JSON and the chart into ``out``."""
     import torch
 
     from evtdsl.library import mlp
@@ -69,7 +69,6 @@ def trace_one(cfg, shape: str, m: int, out: Path) -> Path:
     ax.set_title(f"{cfg.name}, {shape} M={m}, {dev}")
     ax.figure.savefig(path.with_suffix(".png"), dpi=110, bbox_inches="tight")
     print(f"wrote {path}")
-    return path
 
 
 def main():
