@@ -115,14 +115,19 @@ def hand_launcher(x, n: int, k: int):
     return go, y, grid, mod
 
 
-def hand_gemv(x, ws, n, k) -> tuple[float, float]:
-    """(seconds, relative error) of the best hand-written kernel of gemv_paths.py, plain back-to-back launches."""
+def hand_gemv(x, ws, n, k, graph: bool = False) -> tuple[float, float]:
+    """(seconds, relative error) of the best hand-written kernel of gemv_paths.py, plain back-to-back launches
+    or (graph) CUDA-graph replays. The error is taken first: the timed launches leave y holding the product
+    with the last weight copy, not ws[0]."""
     go, y, _, mod = hand_launcher(x, n, k)
     go(ws[0])
     torch.cuda.synchronize()
     ref = x.float() @ ws[0].float().T
     err = float((y - ref).norm() / ref.norm())
-    t = B.time_callable(lambda: [go(ws[i % len(ws)]) for i in range(30)], repeats=7) / 30
+    if graph:
+        t = B.time_graph([lambda w=w: go(w) for w in ws])
+    else:
+        t = B.time_callable(lambda: [go(ws[i % len(ws)]) for i in range(30)], repeats=7) / 30
     del mod
     return t, err
 
@@ -175,15 +180,9 @@ def part_down(res, copy_bw, gen):
         print(f"down GEMV {name:40s}: {t * 1e6:6.1f} us ({nbytes / t / copy_bw:4.0%}) err {err:.1e}", flush=True)
 
     row("torch graph", B.time_graph([lambda w=w: torch.matmul(x, w.T) for w in ws]), 0.0)
-    # the error is taken before the timing: the timed replays leave y holding the product with the last weight
-    # copy, not ws[0] (gemv-diagnose-h200-20261204-030747 took it after them and recorded an error of 1.4, the
-    # sqrt(2) of two unrelated vectors of equal norm)
-    go, yf, _, mod = hand_launcher(x, n, k)
-    go(ws[0])
-    torch.cuda.synchronize()
-    err = float((yf - ref).norm() / ref.norm())
-    row("hand-written, graph", B.time_graph([lambda w=w: go(w) for w in ws]), err)
-    del mod
+    # (gemv-diagnose-h200-20261204-030747 took this row's error after the timed replays, against ws[0]'s product:
+    # its 1.4 is the sqrt(2) of two unrelated vectors of equal norm, not a wrong kernel)
+    row("hand-written, graph", *hand_gemv(x, ws, n, k, graph=True))
     y = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
     for variant in GEMV_VARIANTS:
         use_variant(variant)

@@ -113,7 +113,7 @@ def test_gpu_check_summarises_recorded_benchmarks(tmp_path):
     assert gpu_check.benchmark_summary("runtime", tmp_path / "empty") == ["runtime: no JSON written"]
 
 
-def test_traced_launch_summary_and_chart(tmp_path):
+def test_traced_launch_summary_and_chart(tmp_path, capsys):
     """A traced launch's record as the GPU writes it (timeline.py and CudaRun.timeline read it): the tasks in
     start order with their CTA and SM, the per-launch summary, and the Gantt chart for hundreds of CTAs."""
     import matplotlib
@@ -158,6 +158,9 @@ def test_traced_launch_summary_and_chart(tmp_path):
         {"device": "NVIDIA H200", "config": "d", "shape": "1b", "M": 1, "phases": summary[:1]}))
     os.utime(tmp_path / "timeline-1b-20261204-000001.json", (2e9, 2e9))  # written after the first
     os.utime(tmp_path / "timeline-20261204-000000.json", (1e9, 1e9))
+    with pytest.raises(SystemExit):  # --bench-args for a benchmark that --benchmarks does not run
+        gpu_check.main(["--benchmarks", "swiglu", "--bench-args", "timeline=--shape 1b"])
+    assert "--bench-args: expected NAME=ARGS with NAME one of --benchmarks ['swiglu']" in capsys.readouterr().err
     lines = gpu_check.benchmark_summary("timeline", tmp_path)  # every traced shape, in the order they ran
     assert lines[0] == "timeline (timeline-20261204-000000.json, NVIDIA H200, c, 8b M=1):" and len(lines) == 5
     assert "median wait    5.0 us" in lines[2]
